@@ -1,0 +1,24 @@
+# `make test` builds .venv from requirements.txt when it is missing (or older than
+# requirements.txt) and runs the test suite on the CPU; `make demo` runs the CPU demo.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-installed
+
+.PHONY: test demo venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	@echo "The CPU demo arrives with the training pipeline (see README)."; exit 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+# Makes the top-level packages (DataSet, losses, models, ...) importable from tests/.
