@@ -1,0 +1,30 @@
+"""Pair bookkeeping shared by every loss: similarities and positive / negative masks."""
+import torch
+
+
+def batch_pairs(emb, labels):
+    """Similarities of a batch with itself and its pair masks.
+
+    emb: [B, D] L2-normalised, labels: [B]. Returns sim [B, B], pos_mask (same label, self
+    excluded by index) and neg_mask (other label), both bool [B, B].
+    """
+    sim = emb @ emb.t()
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return sim, same & not_self, ~same
+
+
+def cross_pairs(query_emb, query_labels, memory_emb, memory_labels):
+    """Similarities of queries [Q, D] to stored entries [M, D]: sim [Q, M], pos_mask, neg_mask.
+    Nothing is excluded: a query is never one of the stored entries."""
+    sim = query_emb @ memory_emb.t()
+    same = query_labels[:, None] == memory_labels[None, :]
+    return sim, same, ~same
+
+
+@torch.no_grad()
+def pair_similarity_stats(emb, labels):
+    """(mean positive similarity, mean negative similarity) of a batch, as 0-d tensors (NaN
+    when the batch has no such pair); for the training log."""
+    sim, pos_mask, neg_mask = batch_pairs(emb.float(), labels)
+    return sim[pos_mask].mean(), sim[neg_mask].mean()
