@@ -1,0 +1,100 @@
+"""MMSI's meta step: the derivative of the validation loss with respect to the pair weights.
+
+Notation (DESIGN.md section 6): L_W(e, w) is the weighted loss of the training batch's
+embeddings e = f(x; theta) with pair weights w [B, B] (zero outside the selected pairs),
+theta' = theta - eta * grad_theta L_W is the virtual step, and L_G the loss of the validation
+batch embedded with theta' against the semi-global dictionary. The pair weights are derived
+from g = dL_G/dw at w = 0.
+
+Two ways to get g:
+- 'exact': the reference. Build theta' with a differentiable gradient (create_graph=True), embed
+  the validation batch through `functional_call` with theta', differentiate L_G back to w.
+  Costs a second-order backward through the network.
+- 'jvp' (default): both weighted losses have grad_theta L_W = 0 at w = 0, so theta' = theta and
+      g = -eta * d/dw [ grad_e L_W(e, w) . e_dot ],  e_dot = J_theta f(x) v,  v = grad_theta L_G(theta).
+  v needs one forward/backward of the validation batch, e_dot one forward-mode product through
+  the training batch; what remains is a derivative of the loss alone (B x D, cheap).
+"""
+import warnings
+
+import torch
+from torch.func import jvp
+
+from models.BN_Inception_MetaAda import (functional_forward, trainable_parameters,
+                                         virtual_parameters)
+
+METHODS = ('jvp', 'exact')
+
+
+def meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
+                  crit_w, crit_g, meta_lr, method='jvp', emb=None, return_val_loss=False):
+    """dL_G/dw at w = 0 as a [B, B] tensor, zero outside the selected pairs, in float32 (or
+    float64 for a float64 model) even when the embeddings come out of autocast in half precision.
+
+    `model` maps images to embeddings with BN already in eval mode; `emb` may pass f(x) when the
+    caller has it already (for 'exact' it must carry its graph to the parameters).
+    With `return_val_loss`, returns (gradient, L_G) with L_G detached.
+    """
+    if method not in METHODS:
+        raise ValueError(f'--meta_grad {method!r} is unknown; choose one of {METHODS}')
+    compute = _exact_meta_gradient if method == 'exact' else _jvp_meta_gradient
+    grad, val_loss = compute(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb,
+                             mem_labels, crit_w, crit_g, meta_lr, emb)
+    grad = grad.to(torch.promote_types(grad.dtype, torch.float32))
+    return (grad, val_loss.detach()) if return_val_loss else grad
+
+
+def normalize_weights(grad):
+    """Pair weights from the meta-gradient: relu(-g) / max(relu(-g)), in [0, 1] with maximum 1.
+
+    Returns None when no pair has a negative derivative (max is 0): the iteration is skipped,
+    where the official code divides 0 by 0 and puts NaN into the model.
+    """
+    helpful = torch.relu(-grad.float())
+    top = helpful.max()
+    if not torch.isfinite(top) or top <= 0:  # one host sync per iteration: the skip decision
+        return None
+    return (helpful / top).detach()
+
+
+def _zero_weights(pos_mask, like):
+    return torch.zeros(pos_mask.shape, dtype=like.dtype, device=like.device, requires_grad=True)
+
+
+def _exact_meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
+                         crit_w, crit_g, meta_lr, emb):
+    params = trainable_parameters(model)
+    if emb is None or emb.grad_fn is None:
+        emb = functional_forward(model, params, x)
+    weights = _zero_weights(pos_mask, emb)
+    loss_w = crit_w(emb, y, weights, pos_mask, neg_mask)
+    virtual = virtual_parameters(params, loss_w, meta_lr, create_graph=True)
+    val_emb = functional_forward(model, virtual, x_val)
+    val_loss = crit_g(val_emb, y_val, mem_emb, mem_labels)
+    (grad,) = torch.autograd.grad(val_loss, weights, allow_unused=True)
+    return (torch.zeros_like(weights) if grad is None else grad), val_loss
+
+
+def _jvp_meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
+                       crit_w, crit_g, meta_lr, emb):
+    params = trainable_parameters(model)
+    val_loss = crit_g(functional_forward(model, params, x_val), y_val, mem_emb, mem_labels)
+    names = list(params)
+    val_grads = torch.autograd.grad(val_loss, [params[n] for n in names], allow_unused=True)
+    direction = {n: torch.zeros_like(params[n]) if g is None else g
+                 for n, g in zip(names, val_grads)}
+    detached = {n: p.detach() for n, p in params.items()}
+    with warnings.catch_warnings():
+        # On first use torch compiles its own forward-mode rules with torch.jit.script and warns
+        # about that deprecated call of its own; nothing here to act on.
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
+        primal, tangent = jvp(lambda p: functional_forward(model, p, x), (detached,),
+                              (direction,))
+    emb = (primal if emb is None else emb).detach().requires_grad_()
+    weights = _zero_weights(pos_mask, emb)
+    (grad_emb,) = torch.autograd.grad(crit_w(emb, y, weights, pos_mask, neg_mask), emb,
+                                      create_graph=True)
+    directional = (grad_emb * tangent.detach().to(grad_emb.dtype)).sum()
+    (grad,) = torch.autograd.grad(directional, weights, allow_unused=True)
+    grad = torch.zeros_like(weights) if grad is None else -meta_lr * grad
+    return grad, val_loss
