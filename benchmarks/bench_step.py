@@ -1,0 +1,110 @@
+"""Seconds per training iteration: plain DML, MMSI with the exact meta-gradient and MMSI with
+the forward-mode (jvp) fast path, through the trainers' own step functions, on the same
+backbone and batch (random images, no data loading; the dictionary already warm).
+
+    python benchmarks/bench_step.py [--width 64 --batch 40 --val_batch 10 --iters 10]
+    python benchmarks/bench_step.py --device cuda --width 227 --batch 80 --amp bf16
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import models  # noqa: E402
+import trainer  # noqa: E402
+import trainer_MMSI  # noqa: E402
+from MMSI_train import build_optimizer  # noqa: E402
+from utils.args import parse_args  # noqa: E402
+from utils.semi_global import SemiGlobalDictionary  # noqa: E402
+
+
+def make_run(args, mmsi, meta_grad):
+    device = torch.device(args.device)
+    train_args = parse_args(['--loss', args.loss, '--margin', str(args.margin), '--lr', '1e-5',
+                             '--MMSI', str(int(mmsi)), '--meta_grad', meta_grad if mmsi else 'jvp',
+                             '--amp', args.amp] + (['--channels_last', '1'] if args.channels_last
+                                                    else []))
+    torch.manual_seed(0)
+    model = models.create('BN_Inception', data='cub', dim=512).to(device)
+    module = trainer_MMSI if mmsi else trainer
+    run = SimpleNamespace(args=train_args, device=device, model=model,
+                          optimizer=build_optimizer(train_args, model), global_step=0)
+    vars(run).update(module.build_criteria(train_args))
+    trainer.configure_speed(run)
+    classes = args.batch // args.instances
+    run.labels = torch.arange(args.batch) // args.instances
+    run.images = torch.randn(args.batch, 3, args.width, args.width) * 50
+    val_images = torch.randn(args.val_batch, 3, args.width, args.width) * 50
+    val_labels = torch.randint(0, classes, (args.val_batch,))
+    run.next_val_batch = lambda: (val_images, val_labels)
+    if mmsi:
+        run.dictionary = SemiGlobalDictionary(5, 512, 100 * 5, device)
+        for start in range(0, 100, classes):  # a warm dictionary of 100 classes
+            labels = torch.arange(start, start + classes).repeat_interleave(args.instances)
+            run.dictionary.push(torch.nn.functional.normalize(
+                torch.randn(len(labels), 512, device=device), dim=1), labels)
+        run.dict_min_classes = 1
+    return run, module.step
+
+
+def seconds_per_iteration(run, step, iters):
+    sync = torch.cuda.synchronize if run.device.type == 'cuda' else (lambda: None)
+    if run.device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):  # warm-up
+        step(run, run.images, run.labels)
+    sync()
+    tic = time.perf_counter()
+    for _ in range(iters):
+        stats = step(run, run.images, run.labels)
+        assert 'skipped' not in stats, stats
+    sync()
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if run.device.type == 'cuda' else None
+    return (time.perf_counter() - tic) / iters, peak
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--width', type=int, default=64)
+    parser.add_argument('--batch', type=int, default=40)
+    parser.add_argument('--instances', type=int, default=5)
+    parser.add_argument('--val_batch', type=int, default=10)
+    parser.add_argument('--loss', default='MS')
+    parser.add_argument('--margin', type=float, default=0.1)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--amp', default='off', choices=('off', 'bf16', 'fp16'))
+    parser.add_argument('--channels_last', action='store_true')
+    parser.add_argument('--methods', default='plain,exact,jvp')
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+
+    where = (torch.cuda.get_device_name(args.device) if args.device.startswith('cuda')
+             else f'{platform.machine()} CPU, {torch.get_num_threads()} threads')
+    print(f'# {where}, torch {torch.__version__}, BN-Inception width {args.width}, batch '
+          f'{args.batch} ({args.batch // args.instances}x{args.instances}), val batch '
+          f'{args.val_batch}, loss {args.loss}, amp {args.amp}'
+          f'{", channels_last" if args.channels_last else ""}')
+    print('| iteration | s/it | images/s | x plain | peak GPU GiB |')
+    print('|---|---|---|---|---|')
+    plain_time = None
+    for method in args.methods.split(','):
+        run, step = make_run(args, mmsi=method != 'plain', meta_grad=method)
+        seconds, peak = seconds_per_iteration(run, step, args.iters)
+        plain_time = seconds if method == 'plain' else plain_time
+        ratio = f'{seconds / plain_time:.2f}' if plain_time else '-'
+        label = 'plain' if method == 'plain' else f'MMSI ({method})'
+        peak_text = f'{peak:.2f}' if peak is not None else '-'
+        print(f'| {label} | {seconds:.3f} | {args.batch / seconds:.1f} | {ratio} | {peak_text} |',
+              flush=True)
+        del run
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,94 @@
+"""End-to-end runs on a tiny Glyphs subset: plain and MMSI training, resume, outputs, plot."""
+import json
+import os
+
+import pytest
+import torch
+
+import MMSI_train
+from utils import plot
+
+
+def run_args(root, save_dir, *extra, mmsi=0, epochs=2):
+    return ['--data', 'glyphs', '--data_root', root, '--width', '64', '--origin_width', '72',
+            '--batch_size', '6', '--num_instances', '3', '--val_batch_size', '3',
+            '--epochs', str(epochs), '--save_step', '1', '--save_dir', str(save_dir),
+            '--pretrained', 'none', '--nThreads', '0', '--loss', 'MS', '--margin', '0.1',
+            '--lr', '1e-4', '--seed', '0', '--progress', '0', '--print_freq', '1',
+            '--eval_batch_size', '24', '--MMSI', str(mmsi), *extra]
+
+
+def metrics(save_dir):
+    with open(os.path.join(save_dir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_plain_training_two_epochs_then_resume_a_third(glyphs_root, tmp_path, capsys):
+    save_dir = tmp_path / 'plain'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir)) == 0
+    log = (save_dir / 'log.txt').read_text()
+    assert 'Recall epoch 0: R@1' in log and 'Recall epoch 2: R@1' in log
+    assert 'Epoch: [1][1/3]' in log and 'Epoch 2 done' in log
+    rows = metrics(save_dir)
+    assert [row['epoch'] for row in rows] == [0, 1, 2]
+    assert all(0 <= row['R@1'] <= 1 and 'R@32' in row and 'MAP@R' in row for row in rows)
+    assert rows[1]['iterations'] == 3 and rows[1]['loss'] > 0 and 'pos_sim' in rows[1]
+    assert sorted(p.name for p in save_dir.iterdir()) == [
+        'ckp_ep1.pth.tar', 'ckp_ep2.pth.tar', 'last.pth.tar', 'log.txt', 'metrics.jsonl']
+
+    checkpoint = torch.load(save_dir / 'last.pth.tar', weights_only=False)
+    assert checkpoint['epoch'] == 2 and checkpoint['iteration'] == 0
+    assert checkpoint['global_step'] == 6 and checkpoint['dictionary'] is None
+    assert checkpoint['args']['loss'] == 'MS' and checkpoint['seed'] == 0
+    assert {'model', 'optimizer', 'rng', 'metrics'} <= set(checkpoint)
+    assert len(checkpoint['metrics']) == 3
+    assert 'classifier.linear.weight' in checkpoint['model']
+
+    resume = run_args(glyphs_root, save_dir, '--resume', str(save_dir / 'last.pth.tar'),
+                      epochs=3)
+    assert MMSI_train.main(resume) == 0
+    log = (save_dir / 'log.txt').read_text()
+    assert log.count('New run') == 1 and 'Resuming' in log and 'Recall epoch 3' in log
+    assert 'Epoch 1 done' in log.split('Resuming')[0] and 'Epoch: [3][1/3]' in log
+    assert [row['epoch'] for row in metrics(save_dir)] == [0, 1, 2, 3]
+    assert torch.load(save_dir / 'last.pth.tar', weights_only=False)['global_step'] == 9
+
+    figure = tmp_path / 'curves.png'
+    plot.main([str(save_dir), str(save_dir / 'log.txt'), '-o', str(figure),
+               '--labels', 'metrics', 'log'])
+    assert figure.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    from_metrics, from_log = plot.read_run(str(save_dir)), plot.read_run(str(save_dir / 'log.txt'))
+    assert [e for e, _ in from_metrics['r1']] == [0, 1, 2, 3] == [e for e, _ in from_log['r1']]
+    for a, b in zip(from_metrics['r1'] + from_metrics['loss'], from_log['r1'] + from_log['loss']):
+        assert a[0] == b[0] and abs(a[1] - b[1]) < 1e-4
+
+
+def test_mmsi_training_warm_up_updates_statistics_and_resume(glyphs_root, tmp_path):
+    save_dir = tmp_path / 'mmsi'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, mmsi=1)) == 0
+    rows = metrics(save_dir)
+    first, second = rows[1], rows[2]
+    # 6 training classes, warm-up until 4: the first batch (2 classes) is skipped
+    assert first['skipped'] == {'warmup': 1}
+    assert second['skipped'] == {}
+    for row in (first, second):
+        assert row['w_max'] == 1.0 and 0 < row['w_mean'] <= 1 and 0 < row['w_pos_frac'] <= 1
+        assert row['dict_classes'] == 6
+    assert first['dict_entries'] == 6 * 3 and second['dict_entries'] == 6 * 5  # d_size 5
+    log = (save_dir / 'log.txt').read_text()
+    assert 'skipped warmup 1' in log and 'dictionary 30 entries / 6 classes' in log
+    assert 'nan' not in log.lower()
+
+    checkpoint = torch.load(save_dir / 'last.pth.tar', weights_only=False)
+    assert all(torch.isfinite(t).all() for t in checkpoint['model'].values()
+               if t.is_floating_point())
+    saved = checkpoint['dictionary']
+    assert len(saved['labels']) == 30 and saved['d_size'] == 5
+    resumed = MMSI_train.setup(MMSI_train.parse_args(
+        run_args(glyphs_root, save_dir, '--resume', str(save_dir / 'last.pth.tar'), mmsi=1,
+                 epochs=3)))
+    emb, labels = resumed.dictionary.tensors()
+    assert torch.equal(emb, saved['emb']) and torch.equal(labels, saved['labels'])
+    assert resumed.val_consumed == checkpoint['val_consumed'] == 5
+    assert resumed.resume_point[:2] == (3, 0)
+    resumed.log.close()

@@ -1,0 +1,137 @@
+"""One epoch of training, and the plain DML step (MMSI=0).
+
+`train_epoch(run, epoch, step)` drives the loop shared by every trainer: batches from the K-P
+loader, one `step(run, images, labels)` per batch, a log line every --print_freq iterations, and
+the run's iteration hooks (evaluation every --eval_every iterations, stop requests).
+A step returns a dict of 0-d tensors (kept on the device; read only when a line is printed) and
+may name a skip reason under 'skipped'.
+"""
+import math
+import os
+import time
+
+import torch
+
+from losses import pair_similarity_stats
+from models.precision import MixedPrecision
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; raised before the optimizer step touches the model.
+    train_epoch adds `iteration` (the failing one) and `meter` (the iterations before it)."""
+
+
+class EpochMeter:
+    """Running sums of a step's statistics, on the device until read."""
+
+    def __init__(self, state=None):
+        state = state or {}
+        self.sums = dict(state.get('sums', {}))
+        self.counts = dict(state.get('counts', {}))
+        self.skipped = dict(state.get('skipped', {}))
+        self.iterations = state.get('iterations', 0)
+
+    def add(self, stats):
+        self.iterations += 1
+        reason = stats.pop('skipped', None)
+        if reason is not None:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        for key, value in stats.items():
+            value = value.detach().float()
+            # sums restored from a checkpoint live on the CPU
+            self.sums[key] = self.sums[key].to(value.device) + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self):
+        return {key: float(self.sums[key]) / self.counts[key] for key in self.sums}
+
+    def state(self):
+        """For a mid-epoch checkpoint."""
+        return {'sums': {k: v.cpu() for k, v in self.sums.items()}, 'counts': self.counts,
+                'skipped': self.skipped, 'iterations': self.iterations}
+
+
+def train_epoch(run, epoch, step, start_iteration=0, meter_state=None):
+    """Train one epoch from batch `start_iteration` on; returns the epoch's EpochMeter."""
+    run.train_batches.set_epoch(epoch, start_iteration)
+    total = start_iteration + len(run.train_batches)
+    meter = EpochMeter(meter_state)
+    since_print = EpochMeter()
+    tic = time.time()
+    run.model.train()
+    for iteration, (images, labels) in enumerate(run.train_loader, start_iteration + 1):
+        try:
+            stats = step(run, images, labels)
+        except NonFiniteLoss as err:
+            err.iteration, err.meter = iteration, meter
+            raise
+        meter.add(dict(stats))
+        since_print.add(dict(stats))
+        run.global_step += 1
+        if iteration % run.args.print_freq == 0 or iteration == total:
+            log_iteration(run, epoch, iteration, total, since_print, time.time() - tic)
+            since_print, tic = EpochMeter(), time.time()
+        run.after_iteration(epoch, iteration, meter)
+    return meter
+
+
+def log_iteration(run, epoch, iteration, total, meter, seconds):
+    parts = [f'Epoch: [{epoch}][{iteration}/{total}]',
+             f'Time {seconds / max(meter.iterations, 1):.3f}s/it']
+    for key, value in meter.means().items():
+        parts.append(f'{key} {value:.4f}')
+    if meter.skipped:
+        parts.append('skipped ' + ', '.join(f'{k} {v}' for k, v in sorted(meter.skipped.items())))
+    run.log.print('  '.join(parts))
+
+
+def configure_speed(run):
+    """run.embed: the network under --amp / --channels_last, float32 embeddings out;
+    run.scaler: the gradient scaler of --amp fp16."""
+    if run.device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    run.embed = MixedPrecision(run.model, run.args.amp, run.args.channels_last)
+    run.scaler = torch.amp.GradScaler(run.device.type) if run.args.amp == 'fp16' else None
+
+
+def optimizer_step(run, loss):
+    """Backward, then the one host synchronisation of a plain iteration: a NaN or infinite loss
+    stops the run before the optimizer touches the parameters. The test hook
+    MMSI_INJECT_NAN=<global iteration> turns that iteration's loss into NaN."""
+    if os.environ.get('MMSI_INJECT_NAN') == str(run.global_step + 1):
+        loss = loss * float('nan')
+    run.optimizer.zero_grad(set_to_none=True)
+    (loss if run.scaler is None else run.scaler.scale(loss)).backward()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f'loss is {value}')
+    if run.scaler is None:
+        run.optimizer.step()
+    else:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+
+
+def to_device(run, images, labels):
+    return (images.to(run.device, non_blocking=True),
+            labels.to(run.device, non_blocking=True))
+
+
+def plain_step(run, images, labels):
+    """Plain DML: the loss on the pairs it mines, one Adam step."""
+    images, labels = to_device(run, images, labels)
+    emb = run.embed(images)
+    loss = run.criterion(emb, labels)
+    optimizer_step(run, loss)
+    pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
+    return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim}
+
+
+def build_criteria(args):
+    """The losses this trainer uses."""
+    import losses
+    return {'criterion': losses.create(args.loss, margin=args.margin, alpha=args.alpha,
+                                       beta=args.beta)}
+
+
+step = plain_step

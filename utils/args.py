@@ -1,0 +1,129 @@
+"""Every command-line flag, defined once, grouped by concern, with the official default.
+
+Flag names are the official code's (including `--weight-decay` with a dash and `--epochs`,
+which the official scripts abbreviate to `--epoch`: argparse accepts unambiguous prefixes).
+Entry points may override defaults (train.py: --MMSI 0; MMSI_SOP_train.py: --data product).
+"""
+import argparse
+
+# Official warm-up constants: the dictionary must hold this many classes before MMSI updates.
+DICT_MIN_CLASSES = {'cub': 98, 'car': 98, 'product': 1000}
+GLYPHS_WARMUP_SLACK = 2  # glyphs: its training classes minus two
+
+
+def str2bool(text):
+    value = str(text).strip().lower()
+    if value in ('1', 'true', 'yes', 'y', 'on'):
+        return True
+    if value in ('0', 'false', 'no', 'n', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected a boolean (0/1/true/false), got {text!r}')
+
+
+def optional_path(text):
+    return None if str(text).lower() in ('', 'none', 'null') else text
+
+
+def build_parser(**defaults):
+    parser = argparse.ArgumentParser(
+        description='Deep metric learning with MMSI (meta-mining with semi-global information).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    data = parser.add_argument_group('data')
+    data.add_argument('--data', default='cub', help='cub | car | product | glyphs')
+    data.add_argument('--data_root', default='DataSet',
+                      help='folder holding the data set folders (CUB_200_2011, Cars196, ...)')
+    data.add_argument('--width', type=int, default=227, help='crop size fed to the network')
+    data.add_argument('--origin_width', type=int, default=256,
+                      help='shorter side after resizing, before cropping')
+    data.add_argument('--ratio', type=float, default=0.16,
+                      help='smallest area fraction of the random resized crop')
+    data.add_argument('--nThreads', '-j', type=int, default=16, help='data loading workers')
+    data.add_argument('--skip_bad_images', type=str2bool, default=False,
+                      help='log undecodable images and use another image of the class')
+
+    model = parser.add_argument_group('model')
+    model.add_argument('--net', default='BN_Inception', help='backbone (BN_Inception)')
+    model.add_argument('--dim', type=int, default=512, help='embedding size')
+    model.add_argument('--pretrained', type=optional_path,
+                       default='pretrained_models/bn_inception-52deb4733.pth',
+                       help='ImageNet weights or a checkpoint to start from; "none" for random '
+                            'initialisation')
+    model.add_argument('--freeze_BN', type=str2bool, default=True,
+                       help='keep every BatchNorm layer in eval mode (affine parameters train)')
+
+    loss = parser.add_argument_group('loss')
+    loss.add_argument('--loss', default='Con', help='Con | MS')
+    loss.add_argument('--margin', type=float, default=0.5, help='pair selection margin')
+    loss.add_argument('--alpha', type=float, default=40, help='MS negative scale')
+    loss.add_argument('--beta', type=float, default=2, help='MS positive scale')
+
+    optim = parser.add_argument_group('optimisation')
+    optim.add_argument('--lr', type=float, default=1e-5, help='Adam learning rate')
+    optim.add_argument('--base_lr_mult', type=float, default=1.0,
+                       help='learning-rate factor of the backbone (the embedding layer uses 1)')
+    optim.add_argument('--weight-decay', '--weight_decay', dest='weight_decay', type=float,
+                       default=5e-4)
+    optim.add_argument('--batch_size', '-b', type=int, default=80, help='P x K images')
+    optim.add_argument('--num_instances', type=int, default=5, help='K: images per class')
+    optim.add_argument('--epochs', type=int, default=600)
+    optim.add_argument('--seed', type=int, default=None,
+                       help='seed of every random draw; drawn at random (and logged) if unset')
+
+    mmsi = parser.add_argument_group('MMSI')
+    mmsi.add_argument('--MMSI', type=int, choices=(0, 1), default=1,
+                      help='1: meta-learned pair weights; 0: plain DML training')
+    mmsi.add_argument('--d_size', type=int, default=5,
+                      help='semi-global dictionary: embeddings kept per class')
+    mmsi.add_argument('--dict_capacity', type=int, default=0,
+                      help='dictionary bound in rows; 0: training classes x d_size')
+    mmsi.add_argument('--dict_min_classes', type=int, default=None,
+                      help='warm-up: classes the dictionary must hold before MMSI updates '
+                           '(default: cub/car 98, product 1000, glyphs its classes minus 2)')
+    mmsi.add_argument('--val_batch_size', type=int, default=10)
+    mmsi.add_argument('--val_num_instances', type=int, default=1)
+    mmsi.add_argument('--meta_lr', type=float, default=None,
+                      help='step size of the virtual update (default: --lr)')
+    mmsi.add_argument('--meta_grad', choices=('jvp', 'exact'), default='jvp',
+                      help='jvp: forward-mode fast path; exact: double-backward reference')
+
+    output = parser.add_argument_group('output and evaluation')
+    output.add_argument('--save_dir', default='ckps/run', help='log, metrics and checkpoints')
+    output.add_argument('--save_step', type=int, default=3,
+                        help='evaluate and keep a checkpoint every this many epochs')
+    output.add_argument('--eval_every', type=int, default=0,
+                        help='also evaluate every this many iterations (0: only per epoch)')
+    output.add_argument('--eval_batch_size', type=int, default=100)
+    output.add_argument('--print_freq', type=int, default=20, help='iterations per log line')
+    output.add_argument('--resume', type=optional_path, default=None,
+                        help='checkpoint of this project to continue a run from (an official '
+                             'checkpoint: weights and epoch counter)')
+    output.add_argument('--progress', type=str2bool, default=True,
+                        help='progress bars during feature extraction')
+
+    device = parser.add_argument_group('device')
+    device.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
+    device.add_argument('--amp', choices=('off', 'bf16', 'fp16'), default='off',
+                        help='autocast precision of the network; losses, pair weights and the '
+                             'meta-gradient stay float32')
+    device.add_argument('--channels_last', type=str2bool, default=False,
+                        help='channels-last memory format (faster convolutions on recent GPUs)')
+
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_args(argv=None, **defaults):
+    args = build_parser(**defaults).parse_args(argv)
+    if args.meta_lr is None:
+        args.meta_lr = args.lr
+    return args
+
+
+def dict_min_classes(args, num_train_classes):
+    """The warm-up threshold: --dict_min_classes, else the official constant of the data set
+    (never more than the training set has)."""
+    if args.dict_min_classes is not None:
+        return args.dict_min_classes
+    default = DICT_MIN_CLASSES.get(args.data, num_train_classes - GLYPHS_WARMUP_SLACK)
+    return min(default, num_train_classes)

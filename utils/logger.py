@@ -1,0 +1,66 @@
+"""Run output: `log.txt` (everything printed, plain text) and `metrics.jsonl` (one JSON object
+per epoch or evaluation: epoch, loss, every R@K, MMSI statistics, seconds)."""
+import json
+import os
+import sys
+import time
+
+from utils.checkpoint import atomic_write_text
+
+LOG_FILE = 'log.txt'
+METRICS_FILE = 'metrics.jsonl'
+
+
+class RunLog:
+    """Prints to stdout and appends to save_dir/log.txt; keeps the metrics history.
+
+    `enabled=False` (ranks other than 0) prints and writes nothing.
+    """
+
+    def __init__(self, save_dir, append=False, enabled=True):
+        self.save_dir = save_dir
+        self.enabled = enabled
+        self.history = []
+        self._file = None
+        if enabled:
+            self._file = open(os.path.join(save_dir, LOG_FILE), 'a' if append else 'w',
+                              encoding='utf-8')
+
+    def print(self, message=''):
+        if not self.enabled:
+            return
+        print(message, flush=True)
+        self._file.write(message + '\n')
+        self._file.flush()
+
+    def timestamped(self, message):
+        self.print(f'[{time.strftime("%Y-%m-%d %H:%M:%S")}] {message}')
+
+    def record(self, row):
+        """Append one metrics row and rewrite metrics.jsonl from the whole history."""
+        self.history.append(row)
+        self.write_metrics()
+
+    def write_metrics(self):
+        if self.enabled:
+            text = ''.join(json.dumps(row) + '\n' for row in self.history)
+            atomic_write_text(text, os.path.join(self.save_dir, METRICS_FILE))
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics(path):
+    """The rows of a metrics.jsonl file."""
+    with open(path, encoding='utf-8') as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def format_recalls(metrics):
+    return '  '.join(f'{key} {value:.4f}' for key, value in metrics.items())
+
+
+def warn(message):
+    print(message, file=sys.stderr, flush=True)
