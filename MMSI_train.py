@@ -14,14 +14,16 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 import DataSet
+from DataSet.tensor_pipeline import EncodedImageList, collate as tensor_collate
 import models
 import trainer
 import trainer_MMSI
 from evaluations import extract_features, recall_ks_for, retrieval_metrics
 from utils.args import dict_min_classes, parse_args
+from utils.distributed import Distributed
 from utils.checkpoint import (FORMAT, atomic_torch_save, load_checkpoint, rng_states,
                               seed_everything, set_rng_states)
 from utils.errors import InputError
@@ -41,9 +43,10 @@ class StopRequested(Exception):
 class TrainingRun:
     """Everything one run holds: built by `setup`, driven by `train`."""
 
-    def __init__(self, args):
+    def __init__(self, args, dist=None):
         self.args = args
-        self.device = pick_device(args.device)
+        self.dist = dist or Distributed()
+        self.device = self.dist.device(pick_device(args.device))
         self.global_step = 0
         self.val_consumed = 0
         self.stop_signal = None
@@ -61,7 +64,8 @@ class TrainingRun:
             self.evaluate_and_record({'epoch': epoch, 'iteration': iteration,
                                       'per_epoch': self.iterations_per_epoch,
                                       'global_step': self.global_step})
-        if self.stop_signal is not None:
+        if self.dist.any_true(self.stop_signal is not None, self.device):
+            self.stop_signal = self.stop_signal or signal.SIGTERM  # another rank got it
             path = self.save_checkpoint(epoch, iteration, meter)
             self.log.print(f'{signal.Signals(self.stop_signal).name} received: stopped after '
                            f'epoch {epoch} iteration {iteration}; resume with --resume {path}')
@@ -69,11 +73,17 @@ class TrainingRun:
 
     # -- evaluation and checkpoints -------------------------------------------------------------
     def evaluate(self):
+        """Each rank embeds its shard of the test set; the main rank scores them all (the
+        metrics do not depend on the order of the embeddings)."""
         tic = time.time()
-        emb, labels = extract_features(self.embed, self.gallery_loader, self.device,
-                                       progress=self.args.progress, desc='evaluate')
-        metrics = retrieval_metrics(emb.to(self.device), labels.to(self.device),
-                                    ks=recall_ks_for(self.args.data))
+        emb, labels = extract_features(self.meta_embed, self.gallery_loader, self.device,
+                                       progress=self.args.progress and self.dist.is_main,
+                                       desc='evaluate', prepare=self.prepare)
+        emb = self.dist.all_gather_varying(emb.to(self.device))
+        labels = self.dist.all_gather_varying(labels.to(self.device))
+        metrics = {}
+        if self.dist.is_main:
+            metrics = retrieval_metrics(emb, labels, ks=recall_ks_for(self.args.data))
         metrics['eval_seconds'] = round(time.time() - tic, 2)
         return metrics
 
@@ -97,7 +107,8 @@ class TrainingRun:
             'metrics': self.log.history, 'args': vars(self.args),
         }
         path = os.path.join(self.args.save_dir, name)
-        atomic_torch_save(state, path)
+        if self.dist.is_main:
+            atomic_torch_save(state, path)
         return path
 
 
@@ -117,17 +128,23 @@ def recall_only(metrics):
     return {k: v for k, v in metrics.items() if k.startswith('R@') or k == 'MAP@R'}
 
 
-def setup(args):
-    """Check the input and build everything; writes nothing to save_dir before all checks."""
+def setup(args, dist=None):
+    """Check the input and build everything; writes nothing to save_dir before all checks.
+    `dist`: the torch.distributed context of this process (a single process by default)."""
     # On the CPU, the tiny tangents and gradients of the meta step underflow into denormal
     # floats, which x86 processes up to 25 times slower; flushing them to zero changes nothing
     # measurable in the results.
     torch.set_flush_denormal(True)
-    run = TrainingRun(args)
+    run = TrainingRun(args, dist)
+    run.dist.start(run.device)
+    if run.device.type == 'cuda':
+        torch.cuda.set_device(run.device)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     run.seed = resolve_seed(args, checkpoint)
     seed_everything(run.seed)
 
+    if args.input_pipeline == 'gpu' and run.device.type != 'cuda':
+        raise InputError(f'--input_pipeline gpu decodes on the GPU; this run is on {run.device}')
     if not models.supported_width(args.width):
         raise InputError(f'--width {args.width}: BN-Inception needs a width of 32k-1 ... 32k+6 '
                          f'pixels (e.g. 64, 96, 224, 227); its reduction blocks need even sizes')
@@ -158,8 +175,9 @@ def setup(args):
         restore_training_state(run, checkpoint)
 
     build_loaders(run, dataset)
-    prepare_save_dir(args, resuming=checkpoint is not None)
-    run.log = RunLog(args.save_dir, append=checkpoint is not None)
+    if run.dist.is_main:
+        prepare_save_dir(args, resuming=checkpoint is not None)
+    run.log = RunLog(args.save_dir, append=checkpoint is not None, enabled=run.dist.is_main)
     if checkpoint is not None:
         run.log.history = list(checkpoint.get('metrics') or [])
         run.log.write_metrics()
@@ -245,23 +263,33 @@ def build_loaders(run, dataset):
     workers = dict(persistent_workers=True, prefetch_factor=4) if args.nThreads > 0 else {}
     loader_options = dict(num_workers=args.nThreads, pin_memory=cuda,
                           worker_init_fn=_ignore_sigint, **workers)
+    train_set, gallery_set = dataset.train, dataset.gallery
+    if args.input_pipeline != 'pil':
+        size = (args.width, args.origin_width, args.ratio)
+        train_set = EncodedImageList(dataset.train, *size, train=True, mode=args.input_pipeline)
+        gallery_set = EncodedImageList(dataset.gallery, *size, train=False,
+                                       mode=args.input_pipeline)
+        loader_options['collate_fn'] = tensor_collate
     sampler = FastRandomIdentitySampler(dataset.train, args.num_instances, seed=run.seed,
                                         batch_size=args.batch_size)
-    run.train_batches = KPBatchSampler(sampler, args.batch_size)
+    rank, world = run.dist.rank, run.dist.world_size
+    run.train_batches = KPBatchSampler(sampler, args.batch_size, rank, world)
     run.iterations_per_epoch = len(run.train_batches)
-    run.train_loader = DataLoader(dataset.train, batch_sampler=run.train_batches,
+    run.train_loader = DataLoader(train_set, batch_sampler=run.train_batches,
                                   **loader_options)
-    run.gallery_loader = DataLoader(dataset.gallery, batch_size=args.eval_batch_size,
+    gallery_shard = Subset(gallery_set, range(rank, len(gallery_set), world))
+    run.gallery_loader = DataLoader(gallery_shard, batch_size=args.eval_batch_size,
                                     shuffle=False, **loader_options)
     run.val_iter = None
     if args.MMSI:
         val_sampler = FastRandomIdentitySampler(dataset.train, args.val_num_instances,
                                                 seed=run.seed + 1)
-        stream = EndlessKPBatchSampler(val_sampler, args.val_batch_size, start=run.val_consumed)
+        stream = EndlessKPBatchSampler(val_sampler, args.val_batch_size, rank, world,
+                                       start=run.val_consumed)
         val_options = dict(loader_options, num_workers=min(args.nThreads, 2))
         if not val_options['num_workers']:
             val_options.pop('persistent_workers', None), val_options.pop('prefetch_factor', None)
-        run.val_iter = iter(DataLoader(dataset.train, batch_sampler=stream, **val_options))
+        run.val_iter = iter(DataLoader(train_set, batch_sampler=stream, **val_options))
 
 
 def _ignore_sigint(worker_id):
@@ -295,7 +323,9 @@ def describe_run(run, dataset, checkpoint):
               f'{dataset.train.num_classes} classes, {len(dataset.gallery)} test images of '
               f'{dataset.gallery.num_classes} classes')
     log.print(f'Device: {run.device}; seed {run.seed}; {len(run.train_batches)} iterations per '
-              f'epoch; MMSI {"on" if args.MMSI else "off"}')
+              f'epoch; MMSI {"on" if args.MMSI else "off"}'
+              + (f'; {run.dist.world_size} processes, batch {args.batch_size} per process'
+                 if run.dist.enabled else ''))
     if args.MMSI:
         log.print(f'MMSI: meta_grad {args.meta_grad}, meta_lr {args.meta_lr}, dictionary d_size '
                   f'{args.d_size}, capacity {run.dictionary.capacity} rows, warm-up until '
@@ -354,12 +384,14 @@ def train(run):
 
 def main(argv=None, **defaults):
     """Parse, set up, train. Returns the exit status."""
-    run = None
+    run, dist = None, Distributed.from_environment()
     try:
-        run = setup(parse_args(argv, **defaults))
+        run = setup(parse_args(argv, **defaults), dist)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda number, frame: setattr(run, 'stop_signal', number))
-        return train(run)
+        status = train(run)
+        save_rank_state(run)
+        return status
     except InputError as err:
         print(f'error: {last_line(err)}', file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -368,6 +400,17 @@ def main(argv=None, **defaults):
     finally:
         if run is not None and getattr(run, 'log', None) is not None:
             run.log.close()
+        dist.stop()
+
+
+def save_rank_state(run):
+    """Test hook: with MMSI_RANK_STATE_DIR set, every rank writes its final parameters and
+    dictionary there (rank<N>.pth), so a test can check that the ranks agree."""
+    folder = os.environ.get('MMSI_RANK_STATE_DIR')
+    if folder:
+        torch.save({'model': run.model.state_dict(),
+                    'dictionary': run.dictionary.state_dict() if run.dictionary else None},
+                   os.path.join(folder, f'rank{run.dist.rank}.pth'))
 
 
 def last_line(err):

@@ -13,7 +13,9 @@ import time
 import torch
 
 from losses import pair_similarity_stats
-from models.precision import MixedPrecision
+from DataSet.tensor_pipeline import to_network_input
+from models.precision import MixedPrecision, to_channels_last
+from torch.nn.parallel import DistributedDataParallel
 
 
 class NonFiniteLoss(RuntimeError):
@@ -86,11 +88,27 @@ def log_iteration(run, epoch, iteration, total, meter, seconds):
 
 
 def configure_speed(run):
-    """run.embed: the network under --amp / --channels_last, float32 embeddings out;
-    run.scaler: the gradient scaler of --amp fp16."""
+    """run.embed: the network as the training forward runs it (--amp, --channels_last, and
+    DistributedDataParallel across processes), float32 embeddings out;
+    run.meta_embed: the same network without DDP, for the meta step's functional forwards
+    (local to each process) and for evaluation; run.scaler: the gradient scaler of --amp fp16."""
+    args = run.args
     if run.device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
-    run.embed = MixedPrecision(run.model, run.args.amp, run.args.channels_last)
+    if args.channels_last:
+        to_channels_last(run.model)
+    network = run.model
+    if run.dist.enabled:
+        # Frozen BN: nothing to broadcast; every parameter takes part in every forward.
+        network = DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == 'cuda' else None,
+            broadcast_buffers=False)
+    run.embed = MixedPrecision(network, args.amp, args.channels_last)
+    if args.input_pipeline == 'pil':
+        run.prepare = lambda images, device: images.to(device, non_blocking=True)
+    else:
+        run.prepare = lambda batch, device: to_network_input(batch, device, args.width)
+    run.meta_embed = MixedPrecision(run.model, args.amp, args.channels_last)
     run.scaler = torch.amp.GradScaler(run.device.type) if run.args.amp == 'fp16' else None
 
 
@@ -103,8 +121,10 @@ def optimizer_step(run, loss):
     run.optimizer.zero_grad(set_to_none=True)
     (loss if run.scaler is None else run.scaler.scale(loss)).backward()
     value = float(loss.detach())
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f'loss is {value}')
+    finite = math.isfinite(value)
+    if not run.dist.all_true(finite, run.device):  # every process stops together
+        raise NonFiniteLoss(f'loss is {value}' if not finite else
+                            'the loss of another process is not finite')
     if run.scaler is None:
         run.optimizer.step()
     else:
@@ -112,9 +132,17 @@ def optimizer_step(run, loss):
         run.scaler.update()
 
 
+def skip_step(run, emb):
+    """An iteration without update. Across processes DistributedDataParallel still expects the
+    backward of the forward it ran: give it a zero one (no optimizer step)."""
+    if run.dist.enabled:
+        run.optimizer.zero_grad(set_to_none=True)
+        (emb.sum() * 0).backward()
+
+
 def to_device(run, images, labels):
-    return (images.to(run.device, non_blocking=True),
-            labels.to(run.device, non_blocking=True))
+    """A loader batch -> (network input, labels) on the training device."""
+    return run.prepare(images, run.device), labels.to(run.device, non_blocking=True)
 
 
 def plain_step(run, images, labels):

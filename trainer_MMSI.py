@@ -8,45 +8,47 @@
 7. Real step: L_W(e, weights) on the same batch, reusing e (BN in eval, no dropout: a fresh
    forward would give the same tensor).
 """
-import torch
 
 import losses
 from losses import pair_similarity_stats
 from models.meta_layers import meta_gradient, normalize_weights
-from trainer import optimizer_step, to_device, train_epoch  # noqa: F401  (train_epoch re-exported)
+from trainer import optimizer_step, skip_step, to_device
 
 # fp16 gradients of the validation loss can underflow; the pair weights are normalised by their
 # maximum, so a constant scale of L_G changes nothing else.
 VAL_LOSS_SCALE = {'off': 1.0, 'bf16': 1.0, 'fp16': 1024.0}
 
-
 def mmsi_step(run, images, labels):
-    cpu_labels = labels
+    cpu_labels = labels  # the dictionary's bookkeeping reads them without a device sync
     images, labels = to_device(run, images, labels)
     emb = run.embed(images)
-    run.dictionary.push(emb.detach(), cpu_labels)
+    if run.dist.enabled:  # every process stores every process's batch: identical dictionaries
+        run.dictionary.push(run.dist.all_gather(emb.detach()), run.dist.all_gather(labels))
+    else:
+        run.dictionary.push(emb.detach(), cpu_labels)
     if run.dictionary.num_classes < run.dict_min_classes:
+        skip_step(run, emb)
         return {'skipped': 'warmup'}
 
     pos_mask, neg_mask = run.crit_s(emb.detach(), labels)
     val_images, val_labels = to_device(run, *run.next_val_batch())
     mem_emb, mem_labels = run.dictionary.tensors()
     grad, val_loss = meta_gradient(
-        run.embed, images, labels, pos_mask, neg_mask, val_images, val_labels, mem_emb,
+        run.meta_embed, images, labels, pos_mask, neg_mask, val_images, val_labels, mem_emb,
         mem_labels, run.crit_w, run.crit_g, run.args.meta_lr, method=run.args.meta_grad,
         emb=emb, return_val_loss=True, val_loss_scale=VAL_LOSS_SCALE[run.args.amp])
-    if val_loss == 0:
-        return {'skipped': 'zero_val_loss'}
-    weights = normalize_weights(grad)
-    if weights is None:
-        return {'skipped': 'zero_weights'}
+    weights = None if val_loss == 0 else normalize_weights(grad)
+    # Processes skip together: the real step is one synchronised update.
+    if not run.dist.all_true(weights is not None, run.device):
+        skip_step(run, emb)
+        reason = 'zero_val_loss' if val_loss == 0 else 'zero_weights'
+        return {'skipped': reason if weights is None else 'other_process'}
 
     loss = run.crit_w(emb, labels, weights, pos_mask, neg_mask)
     optimizer_step(run, loss)
     pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim,
             'val_loss': val_loss, **weight_statistics(weights, pos_mask | neg_mask)}
-
 
 def weight_statistics(weights, selected):
     """Mean and max of the pair weights over the selected pairs, and the fraction of selected
@@ -58,13 +60,11 @@ def weight_statistics(weights, selected):
     return {'w_mean': chosen.mean(), 'w_max': chosen.max(),
             'w_pos_frac': (chosen > 0).float().mean()}
 
-
 def build_criteria(args):
     """S, W and G forms of --loss."""
     def make(prefix):
         return losses.create(prefix + args.loss, margin=args.margin, alpha=args.alpha,
                              beta=args.beta)
     return {'crit_s': make('S'), 'crit_w': make('W'), 'crit_g': make('G')}
-
 
 step = mmsi_step

@@ -21,6 +21,7 @@ import trainer  # noqa: E402
 import trainer_MMSI  # noqa: E402
 from MMSI_train import build_optimizer  # noqa: E402
 from utils.args import parse_args  # noqa: E402
+from utils.distributed import Distributed  # noqa: E402
 from utils.semi_global import SemiGlobalDictionary  # noqa: E402
 
 
@@ -34,7 +35,8 @@ def make_run(args, mmsi, meta_grad):
     model = models.create('BN_Inception', data='cub', dim=512).to(device)
     module = trainer_MMSI if mmsi else trainer
     run = SimpleNamespace(args=train_args, device=device, model=model,
-                          optimizer=build_optimizer(train_args, model), global_step=0)
+                          optimizer=build_optimizer(train_args, model), global_step=0,
+                          dist=Distributed())
     vars(run).update(module.build_criteria(train_args))
     trainer.configure_speed(run)
     classes = args.batch // args.instances

@@ -5,13 +5,14 @@ import torch
 from tqdm import tqdm
 
 
-def extract_features(model, loader, device='cpu', progress=True, desc='extract'):
+def extract_features(model, loader, device='cpu', progress=True, desc='extract', prepare=None):
     """Run `model` over every `(images, labels)` batch of `loader`, in eval mode.
 
     Returns (embeddings float32 [N, D] on the CPU, labels int64 [N]) in the loader's order.
     The model runs under `torch.inference_mode()`; afterwards every submodule gets back its
     own previous training mode (so a BatchNorm frozen in eval inside a training model stays
-    frozen). A tqdm bar goes to stderr unless `progress` is False.
+    frozen). A tqdm bar goes to stderr unless `progress` is False. `prepare(images, device)`
+    turns a loader batch into the network input (default: a non-blocking copy to `device`).
     """
     previous_modes = {module: module.training for module in model.modules()}
     model.eval()
@@ -20,7 +21,9 @@ def extract_features(model, loader, device='cpu', progress=True, desc='extract')
         with torch.inference_mode():
             for images, labels in tqdm(loader, desc=desc, disable=not progress,
                                        file=sys.stderr, unit='batch'):
-                emb = model(images.to(device, non_blocking=True))
+                inputs = (images.to(device, non_blocking=True) if prepare is None
+                          else prepare(images, device))
+                emb = model(inputs)
                 emb_batches.append(emb.float().cpu())
                 label_batches.append(torch.as_tensor(labels).cpu())
     finally:

@@ -30,15 +30,20 @@ def meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_la
                   crit_w, crit_g, meta_lr, method='jvp', emb=None, return_val_loss=False,
                   val_loss_scale=1.0):
     """dL_G/dw at w = 0 as a [B, B] tensor, zero outside the selected pairs, in float32 (or
-    float64 for a float64 model) even when the embeddings come out of autocast in half precision.
+    float64 for a float64 model).
 
-    `model` maps images to embeddings with BN already in eval mode; `emb` may pass f(x) when the
-    caller has it already (for 'exact' it must carry its graph to the parameters).
+    `model` maps images to embeddings with BN already in eval mode; a models.precision wrapper
+    with autocast on is run through its float32 view. `emb` may pass f(x) for 'exact' when the
+    caller has it with its graph to the parameters ('jvp' gets f(x) from its own forward pass).
     With `return_val_loss`, returns (gradient, L_G) with L_G detached. `val_loss_scale`
     multiplies L_G while differentiating (against fp16 underflow) and divides the result again.
     """
     if method not in METHODS:
         raise ValueError(f'--meta_grad {method!r} is unknown; choose one of {METHODS}')
+    if getattr(model, 'amp_dtype', None) is not None:
+        # Under autocast: the whole meta step in float32 (the pair weights hinge on small
+        # differences of derivatives); only the pair masks come from the half-precision batch.
+        model, emb = model.full_precision, None
     compute = _exact_meta_gradient if method == 'exact' else _jvp_meta_gradient
     scaled_crit_g = crit_g if val_loss_scale == 1.0 else (
         lambda *args: crit_g(*args) * val_loss_scale)
@@ -63,7 +68,8 @@ def normalize_weights(grad):
 
 
 def _forward_mode_product(model, params, direction, x):
-    """e_dot = J_theta f(x) . direction, by one forward pass with dual-number parameters.
+    """(f(x), e_dot = J_theta f(x) . direction), detached, by one forward pass with dual-number
+    parameters.
 
     torch.autograd.forward_ad is used rather than torch.func.jvp: same numbers, about 12% faster
     on the CPU for BN-Inception (no functorch wrapping of every operation)."""
@@ -73,7 +79,8 @@ def _forward_mode_product(model, params, direction, x):
         warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
         with torch.no_grad(), fwAD.dual_level():
             dual = {n: fwAD.make_dual(p.detach(), direction[n]) for n, p in params.items()}
-            return fwAD.unpack_dual(functional_forward(model, dual, x)).tangent
+            primal, tangent = fwAD.unpack_dual(functional_forward(model, dual, x))
+            return primal, tangent
 
 
 def _zero_weights(pos_mask, like):
@@ -96,21 +103,19 @@ def _exact_meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb,
 
 def _jvp_meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
                        crit_w, crit_g, meta_lr, emb):
+    del emb  # the forward-mode pass below gives f(x) itself
     params = trainable_parameters(model)
     val_loss = crit_g(functional_forward(model, params, x_val), y_val, mem_emb, mem_labels)
     names = list(params)
     val_grads = torch.autograd.grad(val_loss, [params[n] for n in names], allow_unused=True)
     direction = {n: torch.zeros_like(params[n]) if g is None else g
                  for n, g in zip(names, val_grads)}
-    tangent = _forward_mode_product(model, params, direction, x)
-    if emb is None:
-        with torch.no_grad():
-            emb = functional_forward(model, params, x)
-    emb = emb.detach().requires_grad_()
+    emb, tangent = _forward_mode_product(model, params, direction, x)
+    emb = emb.requires_grad_()
     weights = _zero_weights(pos_mask, emb)
     (grad_emb,) = torch.autograd.grad(crit_w(emb, y, weights, pos_mask, neg_mask), emb,
                                       create_graph=True)
-    directional = (grad_emb * tangent.detach().to(grad_emb.dtype)).sum()
+    directional = (grad_emb * tangent).sum()
     (grad,) = torch.autograd.grad(directional, weights, allow_unused=True)
     grad = torch.zeros_like(weights) if grad is None else -meta_lr * grad
     return grad, val_loss

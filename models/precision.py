@@ -3,7 +3,9 @@
 `MixedPrecision(model, amp='bf16', channels_last=True)` runs the network under autocast and
 hands back float32 embeddings, so every loss, the pair weights and the meta-gradient are
 computed in float32 outside autocast. It is a module, so `torch.func.functional_call` and
-`jvp` see through it (its parameters are the inner model's, prefixed `model.`).
+forward-mode products see through it (its parameters are the inner model's, prefixed `model.`).
+With channels_last it feeds the network channels-last images; the network's own weights are
+converted once by `to_channels_last(model)` (before any DistributedDataParallel wrapping).
 """
 import torch
 from torch import nn
@@ -20,8 +22,13 @@ class MixedPrecision(nn.Module):
         self.model = model
         self.amp_dtype = AMP_DTYPES[amp]
         self.channels_last = channels_last
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
+
+    @property
+    def full_precision(self):
+        """The same network (same parameters, same names) without autocast, for the meta step
+        (which also needs it because autocast does not carry forward-mode tangents through its
+        casts: seen on the CPU)."""
+        return MixedPrecision(self.model, 'off', self.channels_last)
 
     def forward(self, images):
         if self.channels_last:
@@ -30,3 +37,7 @@ class MixedPrecision(nn.Module):
                             enabled=self.amp_dtype is not None):
             emb = self.model(images)
         return emb.float()
+
+
+def to_channels_last(model):
+    return model.to(memory_format=torch.channels_last)

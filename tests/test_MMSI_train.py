@@ -2,7 +2,6 @@
 import json
 import os
 
-import pytest
 import torch
 
 import MMSI_train
@@ -92,3 +91,19 @@ def test_mmsi_training_warm_up_updates_statistics_and_resume(glyphs_root, tmp_pa
     assert resumed.val_consumed == checkpoint['val_consumed'] == 5
     assert resumed.resume_point[:2] == (3, 0)
     resumed.log.close()
+
+
+def test_mmsi_under_bf16_autocast_trains(glyphs_root, tmp_path):
+    save_dir = tmp_path / 'bf16'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, '--amp', 'bf16', mmsi=1,
+                                    epochs=1)) == 0
+    row = metrics(save_dir)[-1]
+    assert row['w_max'] == 1.0 and row['loss'] > 0 and 0 <= row['R@1'] <= 1
+
+
+def test_tensor_input_pipeline_trains(glyphs_root, tmp_path):
+    save_dir = tmp_path / 'tensor'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, '--input_pipeline', 'tensor',
+                                    mmsi=1, epochs=1)) == 0
+    rows = metrics(save_dir)
+    assert rows[0]['R@1'] > 0.2 and rows[-1]['w_max'] == 1.0

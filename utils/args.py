@@ -39,6 +39,10 @@ def build_parser(**defaults):
     data.add_argument('--ratio', type=float, default=0.16,
                       help='smallest area fraction of the random resized crop')
     data.add_argument('--nThreads', '-j', type=int, default=16, help='data loading workers')
+    data.add_argument('--input_pipeline', choices=('pil', 'tensor', 'gpu'), default='pil',
+                      help='pil: the reference transforms; tensor: torchvision.io decoding and '
+                           'one resampling in the workers; gpu: nvJPEG decoding and cropping on '
+                           'the GPU (same crop distribution; DataSet/tensor_pipeline.py)')
     data.add_argument('--skip_bad_images', type=str2bool, default=False,
                       help='log undecodable images and use another image of the class')
 

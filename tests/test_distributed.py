@@ -1,0 +1,66 @@
+"""Two processes with torchrun and the gloo backend on the CPU: both ranks end with identical
+parameters and dictionaries, and the sharded evaluation equals a single-process one."""
+import json
+import os
+import subprocess
+import sys
+
+from collections import Counter
+
+import pytest
+import torch
+
+import DataSet
+
+import test as evaluate_script
+from test_MMSI_train import run_args
+from utils.sampler import FastRandomIdentitySampler, KPBatchSampler
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def expected_dictionary_size(glyphs_root, epochs=3, d_size=5):
+    """Entries after `epochs` epochs of both ranks' batches (seed 0, 2 classes x 3 per batch)."""
+    data = DataSet.create('glyphs', root=glyphs_root)
+    sampler = FastRandomIdentitySampler(data.train, 3, seed=0)
+    seen = Counter()
+    for epoch in range(1, epochs + 1):
+        for rank in (0, 1):
+            for batch in KPBatchSampler(sampler, 6, rank, 2).epoch_batches(epoch):
+                seen.update(data.train.labels[index] for index, _ in batch)
+    return sum(min(d_size, count) for count in seen.values())
+
+
+@pytest.mark.parametrize('mmsi', [0, 1])
+def test_two_processes_agree_and_evaluate_like_one(glyphs_root, tmp_path, mmsi):
+    save_dir, states = tmp_path / 'run', tmp_path / 'states'
+    states.mkdir()
+    env = dict(os.environ, MMSI_RANK_STATE_DIR=str(states), OMP_NUM_THREADS='1')
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+               '--nproc_per_node', '2', 'MMSI_train.py',
+               *run_args(glyphs_root, save_dir, mmsi=mmsi, epochs=3)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    log = (save_dir / 'log.txt').read_text()
+    assert '2 processes, batch 6 per process' in log
+    assert log.count('Training finished') == 1  # rank 0 alone writes
+    rank0, rank1 = (torch.load(states / f'rank{r}.pth', weights_only=False) for r in (0, 1))
+    for key, value in rank0['model'].items():
+        assert torch.equal(value, rank1['model'][key]), key
+    if mmsi:
+        for key in ('emb', 'labels'):
+            assert torch.equal(rank0['dictionary'][key], rank1['dictionary'][key])
+        assert rank0['dictionary']['rows'] == rank1['dictionary']['rows']
+        # it holds what both processes' batches pushed, not only one process's
+        assert len(rank0['dictionary']['labels']) == expected_dictionary_size(glyphs_root)
+    with open(save_dir / 'metrics.jsonl') as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last['epoch'] == 3 and last['iterations'] == 1
+
+    single = evaluate_script.evaluate_checkpoint(
+        ['--resume', str(save_dir / 'last.pth.tar'), '--data_root', glyphs_root,
+         '--nThreads', '0', '--progress', '0', '--eval_batch_size', '24'])
+    for key, value in single.items():
+        assert abs(value - last[key]) < 1e-6, (key, value, last[key])
