@@ -92,9 +92,10 @@ class SemiGlobalDictionary:
             counts[label] = counts.get(label, 0) + 1
         needed = sum(min(count, self.d_size - len(self._rows.get(label, ())))
                      for label, count in counts.items())
-        evictable = [label for label in self._rows if label not in counts]
-        while self.capacity - self.size < needed and evictable:
-            self._evict(evictable.pop(0))
+        if self.capacity - self.size < needed:  # rare: only then walk the classes
+            evictable = [label for label in self._rows if label not in counts]
+            while self.capacity - self.size < needed and evictable:
+                self._evict(evictable.pop(0))
         new_classes = sum(label not in self._rows for label in counts)
         if self.capacity - self.size < new_classes:
             raise InputError(f'the dictionary capacity ({self.capacity} rows, --dict_capacity) '
