@@ -5,7 +5,7 @@
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 NAME=${NAME:-${NET}-DIM-${DIM}-lr${LR}-ratio-${RATIO}-BatchSize-${BatchSize}-MMSI${MMSI}}
 SAVE_DIR=${SAVE_DIR:-ckps/${LOSS}/${DATA}/${NAME}}
-RESULT_FILE=result/${LOSS}/${DATA}/${NAME}.txt
+RESULT_FILE=${RESULT_ROOT:-result}/${LOSS}/${DATA}/${NAME}.txt
 
 args=(--net "$NET" --data "$DATA" --data_root "$DATA_ROOT" --lr "$LR" --dim "$DIM"
       --alpha "$ALPHA" --num_instances "$NUM_INSTANCES" --batch_size "$BatchSize"
