@@ -23,9 +23,9 @@ import trainer
 import trainer_MMSI
 from evaluations import extract_features, recall_ks_for, retrieval_metrics
 from utils.args import dict_min_classes, parse_args
-from utils.distributed import Distributed
 from utils.checkpoint import (FORMAT, atomic_torch_save, load_checkpoint, rng_states,
                               seed_everything, set_rng_states)
+from utils.distributed import Distributed
 from utils.errors import InputError
 from utils.logger import LOG_FILE, METRICS_FILE, RunLog, format_recalls
 from utils.sampler import (EndlessKPBatchSampler, FastRandomIdentitySampler, KPBatchSampler,
@@ -97,7 +97,11 @@ class TrainingRun:
         return metrics
 
     def save_checkpoint(self, epoch, iteration=0, meter=None, name=LAST_CHECKPOINT):
-        """`iteration` 0: epochs 1..epoch are complete; else `iteration` batches of `epoch`."""
+        """`iteration` 0: epochs 1..epoch are complete; else `iteration` batches of `epoch`.
+        Only the main process writes; every process gets the path."""
+        path = os.path.join(self.args.save_dir, name)
+        if not self.dist.is_main:
+            return path
         state = {
             'format': FORMAT, 'epoch': epoch, 'iteration': iteration,
             'global_step': self.global_step, 'meter': meter.state() if meter else None,
@@ -106,9 +110,7 @@ class TrainingRun:
             'val_consumed': self.val_consumed, 'rng': rng_states(), 'seed': self.seed,
             'metrics': self.log.history, 'args': vars(self.args),
         }
-        path = os.path.join(self.args.save_dir, name)
-        if self.dist.is_main:
-            atomic_torch_save(state, path)
+        atomic_torch_save(state, path)
         return path
 
 
@@ -254,8 +256,10 @@ def restore_training_state(run, checkpoint):
     run.global_step = checkpoint['global_step']
     run.val_consumed = checkpoint['val_consumed']
     epoch, iteration = checkpoint['epoch'], checkpoint['iteration']
-    run.resume_point = (epoch, iteration, checkpoint['meter']) if iteration else (epoch + 1, 0,
-                                                                                  None)
+    if iteration:  # stopped inside `epoch`, after `iteration` batches
+        run.resume_point = (epoch, iteration, checkpoint['meter'])
+    else:
+        run.resume_point = (epoch + 1, 0, None)
 
 
 def build_loaders(run, dataset):
