@@ -11,11 +11,11 @@ import os
 import time
 
 import torch
-
-from losses import pair_similarity_stats
-from DataSet.tensor_pipeline import to_network_input
-from models.precision import MixedPrecision, to_channels_last
 from torch.nn.parallel import DistributedDataParallel
+
+from DataSet.tensor_pipeline import to_network_input
+import losses
+from models.precision import MixedPrecision, to_channels_last
 
 
 class NonFiniteLoss(RuntimeError):
@@ -151,13 +151,12 @@ def plain_step(run, images, labels):
     emb = run.embed(images)
     loss = run.criterion(emb, labels)
     optimizer_step(run, loss)
-    pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
+    pos_sim, neg_sim = losses.pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim}
 
 
 def build_criteria(args):
     """The losses this trainer uses."""
-    import losses
     return {'criterion': losses.create(args.loss, margin=args.margin, alpha=args.alpha,
                                        beta=args.beta)}
 
