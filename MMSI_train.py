@@ -184,6 +184,8 @@ def setup(args, dist=None):
         run.log.history = list(checkpoint.get('metrics') or [])
         run.log.write_metrics()
     describe_run(run, dataset, checkpoint)
+    for images in (dataset.train, dataset.gallery):
+        images.bad_image_log = os.path.join(args.save_dir, LOG_FILE)
     return run
 
 

@@ -1,4 +1,5 @@
 """A labelled list of image files, the one Dataset class every data set uses."""
+import time
 import warnings
 from collections import defaultdict
 
@@ -20,7 +21,8 @@ class ImageList(Dataset):
     what the sampler asked for, not on the worker that loads it or on the order of loading.
 
     An unreadable image raises InputError naming the file; with `skip_bad_images=True` it is
-    reported once and replaced by the next readable image of the same class.
+    reported once and replaced by the next readable image of the same class
+    (`read_substituting_bad`).
     """
 
     def __init__(self, images, labels, transform=None, skip_bad_images=False):
@@ -34,7 +36,8 @@ class ImageList(Dataset):
         for index, label in enumerate(self.labels):
             self.Index[label].append(index)
         self.Index = dict(self.Index)
-        self._bad = set()
+        self.bad_images = set()  # per process: each loader worker keeps its own
+        self.bad_image_log = None  # path of the run's log.txt, set by the trainer
 
     @property
     def num_classes(self):
@@ -57,25 +60,48 @@ class ImageList(Dataset):
         return image, label
 
     def _load(self, index):
-        path = self.images[index]
+        return read_substituting_bad(self, index, read_image)
+
+
+def read_substituting_bad(dataset, index, read):
+    """`read(path)` of image `index`. An unreadable image raises InputError naming it, unless
+    `dataset.skip_bad_images`: then it is reported once (a warning on stderr and a line in
+    `dataset.bad_image_log`, the run's log.txt, when set) and the next readable image of the same
+    class is read in its place."""
+    path = dataset.images[index]
+    if not (dataset.skip_bad_images and path in dataset.bad_images):
         try:
-            return read_image(path)
-        except InputError:
-            if not self.skip_bad_images:
+            return read(path)
+        except InputError as err:
+            if not dataset.skip_bad_images:
                 raise
-        if path not in self._bad:
-            self._bad.add(path)
-            warnings.warn(f'skipping unreadable image {path} (--skip_bad_images)')
-        same_class = self.Index[self.labels[index]]
-        start = same_class.index(index)
-        for other in same_class[start + 1:] + same_class[:start]:
-            if self.images[other] not in self._bad:
-                try:
-                    return read_image(self.images[other])
-                except InputError:
-                    self._bad.add(self.images[other])
-        raise InputError(f'no readable image left in class {self.labels[index]} '
-                         f'(last tried: {path})')
+            report_bad_image(dataset, path, err)
+    same_class = dataset.Index[dataset.labels[index]]
+    start = same_class.index(index)
+    for other in same_class[start + 1:] + same_class[:start]:
+        if dataset.images[other] not in dataset.bad_images:
+            try:
+                return read(dataset.images[other])
+            except InputError as err:
+                report_bad_image(dataset, dataset.images[other], err)
+    raise InputError(f'no readable image left in class {dataset.labels[index]}: all '
+                     f'{len(same_class)} of its images failed (the first: {path})')
+
+
+def report_bad_image(dataset, path, err):
+    if path in dataset.bad_images:
+        return
+    dataset.bad_images.add(path)
+    message = f'skipping unreadable image (--skip_bad_images): {err}'
+    warnings.warn(message)
+    if dataset.bad_image_log:
+        # Loader workers are separate processes: they append whole lines to the run's log
+        # (opened in append mode by every writer, so lines interleave but never overwrite).
+        try:
+            with open(dataset.bad_image_log, 'a', encoding='utf-8') as log:
+                log.write(f'[{time.strftime("%Y-%m-%d %H:%M:%S")}] {message}\n')
+        except OSError:
+            pass  # a rank whose machine does not hold the log: the warning remains
 
 
 def read_image(path):

@@ -20,6 +20,7 @@ from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F2
 
+from DataSet.image_list import read_substituting_bad
 from DataSet.transforms import BGR_MEAN
 from utils.errors import InputError
 
@@ -77,6 +78,7 @@ class EncodedImageList(Dataset):
         self.images, self.labels, self.Index = image_list.images, image_list.labels, image_list.Index
         self.width, self.origin_width, self.ratio = width, origin_width, ratio
         self.train, self.mode = train, mode
+        self.bad_images = image_list.bad_images
 
     @property
     def num_classes(self):
@@ -85,15 +87,17 @@ class EncodedImageList(Dataset):
     def __len__(self):
         return len(self.images)
 
+    @property
+    def skip_bad_images(self):
+        return self.source.skip_bad_images
+
+    @property
+    def bad_image_log(self):
+        return self.source.bad_image_log
+
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        path = self.images[index]
-        try:
-            with Image.open(path) as header:  # reads the header only
-                width, height = header.size
-            data = read_file(path)
-        except OSError as err:
-            raise InputError(f'cannot read image {path}: {err}') from None
+        (width, height), data, path = read_substituting_bad(self, index, self._read)
         if seed is None:
             box, flip = draw_crop(width, height, self.width, self.origin_width, self.ratio,
                                   self.train)
@@ -105,7 +109,21 @@ class EncodedImageList(Dataset):
         if self.mode == 'gpu':
             return ({'data': data, 'box': torch.tensor(box), 'flip': flip, 'path': path},
                     self.labels[index])
-        return crop_resize_flip(decode(data, path), box, flip, self.width), self.labels[index]
+        return crop_resize_flip(data, box, flip, self.width), self.labels[index]
+
+    def _read(self, path):
+        """((width, height), data, path): data is the decoded uint8 image in 'tensor' mode and
+        the file bytes in 'gpu' mode, where only the header is checked here (a file that fails
+        later on the GPU decoder stops the run with its name, skipped or not)."""
+        try:
+            with Image.open(path) as header:  # reads the header only
+                size = header.size
+            data = read_file(path)
+        except (OSError, RuntimeError) as err:
+            raise InputError(f'cannot read image {path}: {err}') from None
+        if self.mode == 'gpu':
+            return size, data, path
+        return size, decode(data, path), path
 
 
 def decode(data, path, device='cpu'):

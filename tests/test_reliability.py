@@ -246,3 +246,15 @@ def test_undecodable_image_is_named_and_can_be_skipped(glyphs_root, tmp_path, ca
     with pytest.warns(UserWarning, match=f'skipping unreadable image .*{bad}'):
         assert MMSI_train.main(run_args(root, tmp_path / 'skip', '--skip_bad_images', '1',
                                         epochs=1)) == 0
+    log = (tmp_path / 'skip' / 'log.txt').read_text()
+    assert len(re.findall(f'skipping unreadable image .*{bad}', log)) == 1
+
+    # The tensor pipeline in a loader worker process: the worker appends the line to log.txt
+    # without clobbering what the main process writes, once although the gallery is read twice.
+    assert MMSI_train.main(run_args(root, tmp_path / 'worker', '--skip_bad_images', '1',
+                                    '--input_pipeline', 'tensor', '--nThreads', '1',
+                                    epochs=1)) == 0
+    log = (tmp_path / 'worker' / 'log.txt').read_text()
+    assert len(re.findall(f'skipping unreadable image .*{bad}', log)) == 1
+    assert log.startswith('[') and 'New run' in log.splitlines()[0]
+    assert 'Recall epoch 0' in log and 'Recall epoch 1' in log and 'Training finished' in log

@@ -23,8 +23,12 @@ class RunLog:
         self.history = []
         self._file = None
         if enabled:
-            self._file = open(os.path.join(save_dir, LOG_FILE), 'a' if append else 'w',
-                              encoding='utf-8')
+            path = os.path.join(save_dir, LOG_FILE)
+            if not append:
+                open(path, 'w').close()
+            # Always append mode: loader workers add lines too (skipped images), and a writer
+            # with its own file offset would overwrite them.
+            self._file = open(path, 'a', encoding='utf-8')
 
     def print(self, message=''):
         if not self.enabled:
