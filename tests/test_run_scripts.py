@@ -8,8 +8,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(name, **env):
-    environment = dict(os.environ, PYTHON=os.path.join(ROOT, '.venv', 'bin', 'python')
-                       if os.path.exists(os.path.join(ROOT, '.venv')) else 'python3', **env)
+    python = (os.path.join(ROOT, '.venv', 'bin', 'python')
+              if os.path.exists(os.path.join(ROOT, '.venv')) else 'python3')
+    environment = {**os.environ, 'PYTHON': python, **env}
     return subprocess.run(['bash', os.path.join(ROOT, name)], env=environment,
                           capture_output=True, text=True, timeout=600)
 
@@ -53,3 +54,27 @@ def test_sop_configuration_is_the_same_code_with_other_defaults():
     args = parse_args([], **trainer_MMSI_SOP.SOP_DEFAULTS)
     assert (args.data, args.loss, args.dict_min_classes, args.eval_every) == \
         ('product', 'MS', 1000, 100)
+
+
+def launcher_command(tmp_path, **env):
+    """The command line a Run script launches, captured by a stand-in for python."""
+    stub = tmp_path / 'python'
+    stub.write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/argv"\n')
+    stub.chmod(0o755)
+    result = run_script('Run_MMSI_Con.sh', SAVE_DIR=str(tmp_path / 'run'),
+                        RESULT_ROOT=str(tmp_path / 'result'), **env, PYTHON=str(stub))
+    return result, (tmp_path / 'argv').read_text().split() if result.returncode == 0 else None
+
+
+def test_nproc_and_nnodes_launch_through_torchrun(tmp_path):
+    _, argv = launcher_command(tmp_path)
+    assert argv[0] == 'MMSI_train.py' and '--MMSI' in argv
+    _, argv = launcher_command(tmp_path, NPROC='4')
+    assert argv[:6] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '4',
+                        'MMSI_train.py']
+    _, argv = launcher_command(tmp_path, NPROC='8', NNODES='2', NODE_RANK='1', MASTER_ADDR='n0')
+    assert argv[:13] == ['-m', 'torch.distributed.run', '--nnodes', '2', '--node_rank', '1',
+                         '--master_addr', 'n0', '--master_port', '29500', '--nproc_per_node', '8',
+                         'MMSI_train.py']
+    result, _ = launcher_command(tmp_path, NNODES='2')
+    assert result.returncode != 0 and 'set MASTER_ADDR' in result.stderr

@@ -1,5 +1,6 @@
 # Shared body of the Run_MMSI_*.sh scripts, sourced after they set their defaults: builds the
-# command line, launches one process (NPROC=1) or torchrun (NPROC>1), and copies the Recall
+# command line, launches one process (NPROC=1), torchrun on this machine (NPROC>1) or across
+# NNODES machines (with NODE_RANK, MASTER_ADDR, MASTER_PORT), and copies the Recall
 # lines of the log to result/<LOSS>/<DATA>/<NAME>.txt as the official scripts lay them out.
 
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -16,7 +17,13 @@ args+=("${START_ARGS[@]}")
 read -r -a extra <<< "${EXTRA_ARGS:-}"
 args+=("${extra[@]}")
 
-if [ "${NPROC:-1}" -gt 1 ]; then
+if [ "${NNODES:-1}" -gt 1 ]; then
+    # Several machines: run the same command on each with its NODE_RANK (0 writes the outputs).
+    : "${MASTER_ADDR:?set MASTER_ADDR to the address of the machine with NODE_RANK=0}"
+    launcher=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "${NODE_RANK:-0}"
+              --master_addr "$MASTER_ADDR" --master_port "${MASTER_PORT:-29500}"
+              --nproc_per_node "${NPROC:-1}")
+elif [ "${NPROC:-1}" -gt 1 ]; then
     launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC")
 else
     launcher=("$PYTHON")
