@@ -27,7 +27,7 @@ from utils.checkpoint import (FORMAT, atomic_torch_save, load_checkpoint, rng_st
                               seed_everything, set_rng_states)
 from utils.distributed import Distributed
 from utils.errors import InputError
-from utils.logger import LOG_FILE, METRICS_FILE, RunLog, format_recalls
+from utils.logger import LOG_FILE, METRICS_FILE, RunLog, format_recalls, format_stat
 from utils.sampler import (EndlessKPBatchSampler, FastRandomIdentitySampler, KPBatchSampler,
                            check_batch_size)
 from utils.semi_global import SemiGlobalDictionary
@@ -349,8 +349,9 @@ def epoch_row(run, epoch, meter, seconds):
 
 def log_epoch(run, row):
     parts = [f'Epoch {row["epoch"]} done in {row["seconds"]:.1f}s']
-    parts += [f'{k} {row[k]:.4f}' for k in ('loss', 'pos_sim', 'neg_sim', 'val_loss', 'w_mean',
-                                            'w_max', 'w_pos_frac') if k in row]
+    parts += [f'{k} {format_stat(row[k])}' for k in ('loss', 'pos_sim', 'neg_sim', 'val_loss',
+                                                    'w_mean', 'w_max', 'w_pos_frac',
+                                                    'w_pos_pairs', 'w_neg_pairs') if k in row]
     if 'dict_entries' in row:
         parts.append(f'dictionary {row["dict_entries"]} entries / {row["dict_classes"]} classes')
     skipped = row['skipped']

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from DataSet.tensor_pipeline import to_network_input
 import losses
 from models.precision import MixedPrecision, to_channels_last
+from utils.logger import format_stat
 
 
 class NonFiniteLoss(RuntimeError):
@@ -81,7 +82,7 @@ def log_iteration(run, epoch, iteration, total, meter, seconds):
     parts = [f'Epoch: [{epoch}][{iteration}/{total}]',
              f'Time {seconds / max(meter.iterations, 1):.3f}s/it']
     for key, value in meter.means().items():
-        parts.append(f'{key} {value:.4f}')
+        parts.append(f'{key} {format_stat(value)}')
     if meter.skipped:
         parts.append('skipped ' + ', '.join(f'{k} {v}' for k, v in sorted(meter.skipped.items())))
     run.log.print('  '.join(parts))

@@ -9,6 +9,8 @@
    forward would give the same tensor).
 """
 
+import torch
+
 import losses
 from losses import pair_similarity_stats
 from models.meta_layers import meta_gradient, normalize_weights
@@ -17,6 +19,7 @@ from trainer import optimizer_step, skip_step, to_device
 # fp16 gradients of the validation loss can underflow; the pair weights are normalised by their
 # maximum, so a constant scale of L_G changes nothing else.
 VAL_LOSS_SCALE = {'off': 1.0, 'bf16': 1.0, 'fp16': 1024.0}
+
 
 def mmsi_step(run, images, labels):
     cpu_labels = labels  # the dictionary's bookkeeping reads them without a device sync
@@ -48,17 +51,22 @@ def mmsi_step(run, images, labels):
     optimizer_step(run, loss)
     pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim,
-            'val_loss': val_loss, **weight_statistics(weights, pos_mask | neg_mask)}
+            'val_loss': val_loss, **weight_statistics(weights, pos_mask, neg_mask)}
 
-def weight_statistics(weights, selected):
-    """Mean and max of the pair weights over the selected pairs, and the fraction of selected
-    pairs that got a positive weight."""
-    chosen = weights[selected]
-    if chosen.numel() == 0:
-        zero = weights.new_zeros(())
-        return {'w_mean': zero, 'w_max': zero, 'w_pos_frac': zero}
-    return {'w_mean': chosen.mean(), 'w_max': chosen.max(),
-            'w_pos_frac': (chosen > 0).float().mean()}
+
+def weight_statistics(weights, pos_mask, neg_mask):
+    """Over the selected pairs: mean and max weight and the fraction with a positive weight;
+    and the mean weight of the selected positive and of the selected negative pairs apart.
+    Zero where there is no such pair. Masked reductions only: no GPU-host synchronisation."""
+    def mean_over(mask):
+        return torch.where(mask, weights, 0).sum() / mask.sum().clamp(min=1)
+
+    selected = pos_mask | neg_mask
+    helped = (selected & (weights > 0)).sum() / selected.sum().clamp(min=1)
+    return {'w_mean': mean_over(selected), 'w_max': torch.where(selected, weights, 0).amax(),
+            'w_pos_frac': helped.to(weights.dtype),
+            'w_pos_pairs': mean_over(pos_mask), 'w_neg_pairs': mean_over(neg_mask)}
+
 
 def build_criteria(args):
     """S, W and G forms of --loss."""

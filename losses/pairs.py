@@ -27,4 +27,10 @@ def pair_similarity_stats(emb, labels):
     """(mean positive similarity, mean negative similarity) of a batch, as 0-d tensors (NaN
     when the batch has no such pair); for the training log."""
     sim, pos_mask, neg_mask = batch_pairs(emb.float(), labels)
-    return sim[pos_mask].mean(), sim[neg_mask].mean()
+    return masked_mean(sim, pos_mask), masked_mean(sim, neg_mask)
+
+
+def masked_mean(values, mask):
+    """Mean of `values` where `mask` holds (NaN if nowhere), without boolean indexing, whose
+    data-dependent size would make a GPU wait for the host."""
+    return torch.where(mask, values, 0).sum() / mask.sum()

@@ -55,12 +55,13 @@ def meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_la
 
 
 def normalize_weights(grad):
-    """Pair weights from the meta-gradient: relu(-g) / max(relu(-g)), in [0, 1] with maximum 1.
+    """Pair weights from the meta-gradient: relu(-g) / max(relu(-g)), in [0, 1] with maximum 1,
+    in float32 or the gradient's wider precision.
 
     Returns None when no pair has a negative derivative (max is 0): the iteration is skipped,
     where the official code divides 0 by 0 and puts NaN into the model.
     """
-    helpful = torch.relu(-grad.float())
+    helpful = torch.relu(-grad.to(torch.promote_types(grad.dtype, torch.float32)))
     top = helpful.max()
     if not torch.isfinite(top) or top <= 0:  # one host sync per iteration: the skip decision
         return None

@@ -72,10 +72,12 @@ def test_mmsi_training_warm_up_updates_statistics_and_resume(glyphs_root, tmp_pa
     assert second['skipped'] == {}
     for row in (first, second):
         assert row['w_max'] == 1.0 and 0 < row['w_mean'] <= 1 and 0 < row['w_pos_frac'] <= 1
+        assert 0 <= row['w_neg_pairs'] <= 1 and 0 < row['w_pos_pairs'] <= 1
         assert row['dict_classes'] == 6
     assert first['dict_entries'] == 6 * 3 and second['dict_entries'] == 6 * 5  # d_size 5
     log = (save_dir / 'log.txt').read_text()
     assert 'skipped warmup 1' in log and 'dictionary 30 entries / 6 classes' in log
+    assert 'w_pos_pairs' in log and 'w_neg_pairs' in log
     assert 'nan' not in log.lower()
 
     checkpoint = torch.load(save_dir / 'last.pth.tar', weights_only=False)
@@ -107,3 +109,25 @@ def test_tensor_input_pipeline_trains(glyphs_root, tmp_path):
                                     mmsi=1, epochs=1)) == 0
     rows = metrics(save_dir)
     assert rows[0]['R@1'] > 0.2 and rows[-1]['w_max'] == 1.0
+
+
+def test_weight_statistics_against_a_loop():
+    from trainer_MMSI import weight_statistics
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(7, 7, generator=g) * (torch.rand(7, 7, generator=g) > 0.4)
+    pos_mask = torch.rand(7, 7, generator=g) > 0.7
+    neg_mask = (torch.rand(7, 7, generator=g) > 0.5) & ~pos_mask
+    stats = weight_statistics(weights, pos_mask, neg_mask)
+    pairs = [(i, j) for i in range(7) for j in range(7)]
+    pos = [float(weights[i, j]) for i, j in pairs if pos_mask[i, j]]
+    neg = [float(weights[i, j]) for i, j in pairs if neg_mask[i, j]]
+    both = pos + neg
+    expected = {'w_mean': sum(both) / len(both), 'w_max': max(both),
+                'w_pos_frac': sum(w > 0 for w in both) / len(both),
+                'w_pos_pairs': sum(pos) / len(pos), 'w_neg_pairs': sum(neg) / len(neg)}
+    assert set(stats) == set(expected)
+    for key, value in expected.items():
+        assert abs(float(stats[key]) - value) < 1e-6, key
+    nothing = torch.zeros(7, 7, dtype=torch.bool)
+    empty = weight_statistics(weights, nothing, nothing)
+    assert all(float(value) == 0 for value in empty.values())

@@ -62,6 +62,12 @@ def read_metrics(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def format_stat(value):
+    """Four decimals, or three significant digits for magnitudes below 1e-3 (pair weights of
+    the MS negatives are around 1e-8), so that no statistic prints as a misleading 0.0000."""
+    return f'{value:.2e}' if 0 < abs(value) < 1e-3 else f'{value:.4f}'
+
+
 def format_recalls(metrics):
     return '  '.join(f'{key} {value:.4f}' for key, value in metrics.items())
 

@@ -148,3 +148,5 @@ def test_pair_similarity_stats():
     neg = [float(emb[i] @ emb[j]) for i in range(13) for j in range(13) if labels[i] != labels[j]]
     assert abs(float(mean_pos) - sum(pos) / len(pos)) < 1e-6
     assert abs(float(mean_neg) - sum(neg) / len(neg)) < 1e-6
+    all_distinct = torch.arange(13)
+    assert torch.isnan(losses.pair_similarity_stats(emb, all_distinct)[0])

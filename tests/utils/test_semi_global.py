@@ -88,6 +88,41 @@ def test_random_pushes_match_reference(seed):
         assert_same(store, ref)
 
 
+def test_full_store_whose_classes_are_all_in_the_batch_still_takes_a_new_class():
+    # Nothing can be evicted: classes 0 and 1 may not grow into the row class 2 needs.
+    store = SemiGlobalDictionary(d_size=5, dim=DIM, capacity=6)
+    store.push(*batch([0, 1], 0))
+    store.push(*batch([0, 0, 0, 0, 1, 1, 1, 1, 2], 10))
+    assert len(store) == 6 and store.num_classes == 3
+    assert store.class_entries(2)[:, 0].tolist() == [18.0]
+    assert store.class_entries(0)[:, 0].tolist() == [10.0, 11.0, 12.0, 13.0]  # 3 rows free
+    assert store.class_entries(1)[:, 0].tolist() == [17.0]  # no row left: only its newest
+    _, labels = store.tensors()
+    assert sorted(labels.tolist()) == [0, 0, 0, 0, 1, 2]
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_tight_capacity_keeps_each_class_newest_entries(seed):
+    """Capacity barely above one batch's classes: no failure, the bound holds, every class of
+    the batch is stored, and each class holds the newest entries of its own history."""
+    g = torch.Generator().manual_seed(seed)
+    store, history = SemiGlobalDictionary(d_size=4, dim=DIM, capacity=7), {}
+    for step in range(80):
+        labels = torch.randint(0, 9, (int(torch.randint(1, 9, (1,), generator=g)),),
+                               generator=g)
+        labels = labels[torch.isin(labels, labels.unique()[:6])].tolist()  # at most 6 classes
+        emb, lab = batch(labels, 100 * step)
+        store.push(emb, lab)
+        for vector, label in zip(emb.tolist(), labels):
+            history.setdefault(label, []).append(vector)
+        stored, stored_labels = store.tensors()
+        assert len(store) <= 7 and set(labels) <= set(stored_labels.tolist())
+        for label in set(stored_labels.tolist()):
+            entries = store.class_entries(label).tolist()
+            assert 1 <= len(entries) <= 4 and entries == history[label][-len(entries):]
+            assert (stored_labels == label).sum() == len(entries)
+
+
 def test_state_round_trips_through_a_checkpoint_file(tmp_path):
     store = SemiGlobalDictionary(d_size=3, dim=DIM, capacity=12)
     for step in range(6):
