@@ -308,9 +308,11 @@ def prepare_save_dir(args, resuming):
     existing = [name for name in (LOG_FILE, METRICS_FILE, LAST_CHECKPOINT)
                 if os.path.exists(os.path.join(args.save_dir, name))]
     if existing and not resuming:
+        last = os.path.join(args.save_dir, LAST_CHECKPOINT)
+        advice = (f'continue it with --resume {last}' if os.path.exists(last) else
+                  'it saved no checkpoint to continue from: delete the folder')
         raise InputError(f'--save_dir {args.save_dir} already holds a run ({", ".join(existing)})'
-                         f'; continue it with --resume {os.path.join(args.save_dir, LAST_CHECKPOINT)}'
-                         f' or choose another --save_dir')
+                         f'; {advice} or choose another --save_dir')
     try:
         os.makedirs(args.save_dir, exist_ok=True)
         probe = os.path.join(args.save_dir, f'.write-test-{os.getpid()}')

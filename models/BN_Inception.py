@@ -71,7 +71,9 @@ class Embedding(nn.Module):
         self.linear = nn.Linear(in_dim, dim)
 
     def forward(self, x):
-        return F.normalize(self.linear(x), dim=1)
+        # float32: under fp16 autocast the squared norm of a 512-d vector can overflow to inf
+        out = self.linear(x)
+        return F.normalize(out.to(torch.promote_types(out.dtype, torch.float32)), dim=1)
 
 
 class BNInception(nn.Module):

@@ -2,6 +2,8 @@
 import os
 import subprocess
 
+import pytest
+
 from utils.args import parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,3 +80,16 @@ def test_nproc_and_nnodes_launch_through_torchrun(tmp_path):
                          'MMSI_train.py']
     result, _ = launcher_command(tmp_path, NNODES='2')
     assert result.returncode != 0 and 'set MASTER_ADDR' in result.stderr
+
+
+@pytest.mark.parametrize('flag, value', [
+    ('--batch_size', '0'), ('--num_instances', '0'), ('--val_batch_size', '0'),
+    ('--save_step', '0'), ('--print_freq', '0'), ('--eval_batch_size', '0'), ('--lr', '-1e-4'),
+    ('--lr', 'nan'), ('--weight_decay', '-1'), ('--seed', '-1'), ('--dim', '-5'),
+    ('--nThreads', '-1'), ('--ratio', '5'), ('--ratio', '0'), ('--margin', 'nan'),
+    ('--epochs', 'ten'), ('--meta_lr', '-1'), ('--base_lr_mult', '-1'), ('--eval_every', '-1')])
+def test_out_of_range_flag_values_are_refused_by_name(flag, value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_args([f'{flag}={value}'])
+    assert stop.value.code == 2
+    assert f'argument {flag}' in capsys.readouterr().err.replace('--weight-decay/', '')

@@ -20,6 +20,36 @@ def str2bool(text):
     raise argparse.ArgumentTypeError(f'expected a boolean (0/1/true/false), got {text!r}')
 
 
+def _number(kind, low, inclusive, text):
+    """A finite number of `kind` at least (or above) `low`; argparse turns the error into one
+    clear message naming the flag."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if value != value or value in (float('inf'), float('-inf')) or \
+            (value < low if inclusive else value <= low):
+        bound = f'at least {low}' if inclusive else f'above {low}'
+        raise argparse.ArgumentTypeError(f'expected a finite number {bound}, got {text!r}')
+    return value
+
+
+def positive_int(text):
+    return _number(int, 1, True, text)
+
+
+def nonnegative_int(text):
+    return _number(int, 0, True, text)
+
+
+def positive_float(text):
+    return _number(float, 0, False, text)
+
+
+def nonnegative_float(text):
+    return _number(float, 0, True, text)
+
+
 def optional_path(text):
     return None if str(text).lower() in ('', 'none', 'null') else text
 
@@ -33,12 +63,12 @@ def build_parser(**defaults):
     data.add_argument('--data', default='cub', help='cub | car | product | glyphs')
     data.add_argument('--data_root', default='DataSet',
                       help='folder holding the data set folders (CUB_200_2011, Cars196, ...)')
-    data.add_argument('--width', type=int, default=227, help='crop size fed to the network')
-    data.add_argument('--origin_width', type=int, default=256,
+    data.add_argument('--width', type=positive_int, default=227, help='crop size fed to the network')
+    data.add_argument('--origin_width', type=positive_int, default=256,
                       help='shorter side after resizing, before cropping')
-    data.add_argument('--ratio', type=float, default=0.16,
+    data.add_argument('--ratio', type=positive_float, default=0.16,
                       help='smallest area fraction of the random resized crop')
-    data.add_argument('--nThreads', '-j', type=int, default=16, help='data loading workers')
+    data.add_argument('--nThreads', '-j', type=nonnegative_int, default=16, help='data loading workers')
     data.add_argument('--input_pipeline', choices=('pil', 'tensor', 'gpu'), default='pil',
                       help='pil: the reference transforms; tensor: torchvision.io decoding and '
                            'one resampling in the workers; gpu: nvJPEG decoding and cropping on '
@@ -48,7 +78,7 @@ def build_parser(**defaults):
 
     model = parser.add_argument_group('model')
     model.add_argument('--net', default='BN_Inception', help='backbone (BN_Inception)')
-    model.add_argument('--dim', type=int, default=512, help='embedding size')
+    model.add_argument('--dim', type=nonnegative_int, default=512, help='embedding size')
     model.add_argument('--pretrained', type=optional_path,
                        default='pretrained_models/bn_inception-52deb4733.pth',
                        help='ImageNet weights or a checkpoint to start from; "none" for random '
@@ -58,20 +88,20 @@ def build_parser(**defaults):
 
     loss = parser.add_argument_group('loss')
     loss.add_argument('--loss', default='Con', help='Con | MS')
-    loss.add_argument('--margin', type=float, default=0.5, help='pair selection margin')
-    loss.add_argument('--alpha', type=float, default=40, help='MS negative scale')
-    loss.add_argument('--beta', type=float, default=2, help='MS positive scale')
+    loss.add_argument('--margin', type=nonnegative_float, default=0.5, help='pair selection margin')
+    loss.add_argument('--alpha', type=positive_float, default=40, help='MS negative scale')
+    loss.add_argument('--beta', type=positive_float, default=2, help='MS positive scale')
 
     optim = parser.add_argument_group('optimisation')
-    optim.add_argument('--lr', type=float, default=1e-5, help='Adam learning rate')
-    optim.add_argument('--base_lr_mult', type=float, default=1.0,
+    optim.add_argument('--lr', type=positive_float, default=1e-5, help='Adam learning rate')
+    optim.add_argument('--base_lr_mult', type=nonnegative_float, default=1.0,
                        help='learning-rate factor of the backbone (the embedding layer uses 1)')
-    optim.add_argument('--weight-decay', '--weight_decay', dest='weight_decay', type=float,
+    optim.add_argument('--weight-decay', '--weight_decay', dest='weight_decay', type=nonnegative_float,
                        default=5e-4)
-    optim.add_argument('--batch_size', '-b', type=int, default=80, help='P x K images')
-    optim.add_argument('--num_instances', type=int, default=5, help='K: images per class')
-    optim.add_argument('--epochs', type=int, default=600)
-    optim.add_argument('--seed', type=int, default=None,
+    optim.add_argument('--batch_size', '-b', type=positive_int, default=80, help='P x K images')
+    optim.add_argument('--num_instances', type=positive_int, default=5, help='K: images per class')
+    optim.add_argument('--epochs', type=nonnegative_int, default=600)
+    optim.add_argument('--seed', type=nonnegative_int, default=None,
                        help='seed of every random draw; drawn at random (and logged) if unset')
 
     mmsi = parser.add_argument_group('MMSI')
@@ -79,26 +109,26 @@ def build_parser(**defaults):
                       help='1: meta-learned pair weights; 0: plain DML training')
     mmsi.add_argument('--d_size', type=int, default=5,
                       help='semi-global dictionary: embeddings kept per class')
-    mmsi.add_argument('--dict_capacity', type=int, default=0,
+    mmsi.add_argument('--dict_capacity', type=nonnegative_int, default=0,
                       help='dictionary bound in rows; 0: training classes x d_size')
-    mmsi.add_argument('--dict_min_classes', type=int, default=None,
+    mmsi.add_argument('--dict_min_classes', type=nonnegative_int, default=None,
                       help='warm-up: classes the dictionary must hold before MMSI updates '
                            '(default: cub/car 98, product 1000, glyphs its classes minus 2)')
-    mmsi.add_argument('--val_batch_size', type=int, default=10)
-    mmsi.add_argument('--val_num_instances', type=int, default=1)
-    mmsi.add_argument('--meta_lr', type=float, default=None,
+    mmsi.add_argument('--val_batch_size', type=positive_int, default=10)
+    mmsi.add_argument('--val_num_instances', type=positive_int, default=1)
+    mmsi.add_argument('--meta_lr', type=positive_float, default=None,
                       help='step size of the virtual update (default: --lr)')
     mmsi.add_argument('--meta_grad', choices=('jvp', 'exact'), default='jvp',
                       help='jvp: forward-mode fast path; exact: double-backward reference')
 
     output = parser.add_argument_group('output and evaluation')
     output.add_argument('--save_dir', default='ckps/run', help='log, metrics and checkpoints')
-    output.add_argument('--save_step', type=int, default=3,
+    output.add_argument('--save_step', type=positive_int, default=3,
                         help='evaluate and keep a checkpoint every this many epochs')
-    output.add_argument('--eval_every', type=int, default=0,
+    output.add_argument('--eval_every', type=nonnegative_int, default=0,
                         help='also evaluate every this many iterations (0: only per epoch)')
-    output.add_argument('--eval_batch_size', type=int, default=100)
-    output.add_argument('--print_freq', type=int, default=20, help='iterations per log line')
+    output.add_argument('--eval_batch_size', type=positive_int, default=100)
+    output.add_argument('--print_freq', type=positive_int, default=20, help='iterations per log line')
     output.add_argument('--resume', type=optional_path, default=None,
                         help='checkpoint of this project to continue a run from (an official '
                              'checkpoint: weights and epoch counter)')
@@ -121,6 +151,9 @@ def parse_args(argv=None, **defaults):
     args = build_parser(**defaults).parse_args(argv)
     if args.meta_lr is None:
         args.meta_lr = args.lr
+    if args.ratio > 1:
+        build_parser().error(f'argument --ratio: expected an area fraction in (0, 1], '
+                             f'got {args.ratio}')
     return args
 
 

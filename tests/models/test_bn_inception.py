@@ -12,7 +12,7 @@ import torchvision
 from torch.func import functional_call, jvp
 
 import models
-from models.BN_Inception import BNInception
+from models.BN_Inception import BNInception, Embedding
 
 
 def make_model(seed=0, **kwargs):
@@ -334,3 +334,13 @@ def test_jvp_matches_finite_difference():
         minus = embed({k: v - eps * tangent[k] for k, v in params.items()})
     torch.testing.assert_close(out, embed(params))
     torch.testing.assert_close(out_dot, (plus - minus) / (2 * eps), rtol=1e-4, atol=1e-6)
+
+
+def test_embeddings_are_unit_float32_under_fp16_autocast():
+    torch.manual_seed(0)
+    head = Embedding(1024, 512)
+    pooled = torch.randn(4, 1024) * 30  # squared norms far beyond float16's range
+    with torch.autocast('cpu', dtype=torch.float16):
+        emb = head(pooled)
+    assert emb.dtype == torch.float32
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(4))
