@@ -12,7 +12,7 @@
 import torch
 
 import losses
-from losses import pair_similarity_stats
+from losses.pairs import masked_mean, pair_similarity_stats
 from models.meta_layers import meta_gradient, normalize_weights
 from trainer import optimizer_step, skip_step, to_device
 
@@ -58,14 +58,12 @@ def weight_statistics(weights, pos_mask, neg_mask):
     """Over the selected pairs: mean and max weight and the fraction with a positive weight;
     and the mean weight of the selected positive and of the selected negative pairs apart.
     Zero where there is no such pair. Masked reductions only: no GPU-host synchronisation."""
-    def mean_over(mask):
-        return torch.where(mask, weights, 0).sum() / mask.sum().clamp(min=1)
-
     selected = pos_mask | neg_mask
-    helped = (selected & (weights > 0)).sum() / selected.sum().clamp(min=1)
-    return {'w_mean': mean_over(selected), 'w_max': torch.where(selected, weights, 0).amax(),
-            'w_pos_frac': helped.to(weights.dtype),
-            'w_pos_pairs': mean_over(pos_mask), 'w_neg_pairs': mean_over(neg_mask)}
+    return {'w_mean': masked_mean(weights, selected, 0),
+            'w_max': torch.where(selected, weights, 0).amax(),
+            'w_pos_frac': masked_mean((weights > 0).to(weights.dtype), selected, 0),
+            'w_pos_pairs': masked_mean(weights, pos_mask, 0),
+            'w_neg_pairs': masked_mean(weights, neg_mask, 0)}
 
 
 def build_criteria(args):

@@ -30,7 +30,9 @@ def pair_similarity_stats(emb, labels):
     return masked_mean(sim, pos_mask), masked_mean(sim, neg_mask)
 
 
-def masked_mean(values, mask):
-    """Mean of `values` where `mask` holds (NaN if nowhere), without boolean indexing, whose
+def masked_mean(values, mask, empty=float('nan')):
+    """Mean of `values` where `mask` holds (`empty` if nowhere), without boolean indexing, whose
     data-dependent size would make a GPU wait for the host."""
-    return torch.where(mask, values, 0).sum() / mask.sum()
+    count = mask.sum()
+    mean = torch.where(mask, values, 0).sum() / count.clamp(min=1)
+    return torch.where(count > 0, mean, empty)

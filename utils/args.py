@@ -50,6 +50,13 @@ def nonnegative_float(text):
     return _number(float, 0, True, text)
 
 
+def area_fraction(text):
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f'expected an area fraction in (0, 1], got {text!r}')
+    return value
+
+
 def optional_path(text):
     return None if str(text).lower() in ('', 'none', 'null') else text
 
@@ -66,7 +73,7 @@ def build_parser(**defaults):
     data.add_argument('--width', type=positive_int, default=227, help='crop size fed to the network')
     data.add_argument('--origin_width', type=positive_int, default=256,
                       help='shorter side after resizing, before cropping')
-    data.add_argument('--ratio', type=positive_float, default=0.16,
+    data.add_argument('--ratio', type=area_fraction, default=0.16,
                       help='smallest area fraction of the random resized crop')
     data.add_argument('--nThreads', '-j', type=nonnegative_int, default=16, help='data loading workers')
     data.add_argument('--input_pipeline', choices=('pil', 'tensor', 'gpu'), default='pil',
@@ -151,9 +158,6 @@ def parse_args(argv=None, **defaults):
     args = build_parser(**defaults).parse_args(argv)
     if args.meta_lr is None:
         args.meta_lr = args.lr
-    if args.ratio > 1:
-        build_parser().error(f'argument --ratio: expected an area fraction in (0, 1], '
-                             f'got {args.ratio}')
     return args
 
 
