@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader
 import DataSet
 import models
 from evaluations import extract_features, recall_ks_for, retrieval_metrics
-from MMSI_train import last_line, pick_device
+from MMSI_train import last_line
 from utils.args import build_parser
+from utils.build import pick_device
 from utils.checkpoint import FORMAT, load_checkpoint
 from utils.errors import InputError
 from utils.logger import format_recalls

@@ -1,22 +1,17 @@
 """One epoch of training, and the plain DML step (MMSI=0).
 
-`train_epoch(run, epoch, step)` drives the loop shared by every trainer: batches from the K-P
-loader, one `step(run, images, labels)` per batch, a log line every --print_freq iterations, and
-the run's iteration hooks (evaluation every --eval_every iterations, stop requests).
+`train_epoch(run, epoch, after_iteration)` drives the loop shared by every trainer: batches from
+the K-P loader, one `run.step(run, images, labels)` per batch, a log line every --print_freq
+iterations, then `after_iteration(iteration, meter)` (the entry point's hook: evaluation every
+--eval_every iterations, stop requests).
 A step returns a dict of 0-d tensors (kept on the device; read only when a line is printed) and
 may name a skip reason under 'skipped'.
 """
 import math
-import os
 import time
 
-import torch
-from torch.nn.parallel import DistributedDataParallel
-
-from DataSet.tensor_pipeline import to_network_input
 import losses
-from models.precision import MixedPrecision, to_channels_last
-from utils.logger import format_stat
+from utils.logger import format_skipped, format_stats
 
 
 class NonFiniteLoss(RuntimeError):
@@ -54,7 +49,7 @@ class EpochMeter:
                 'skipped': self.skipped, 'iterations': self.iterations}
 
 
-def train_epoch(run, epoch, step, start_iteration=0, meter_state=None):
+def train_epoch(run, epoch, after_iteration, start_iteration=0, meter_state=None):
     """Train one epoch from batch `start_iteration` on; returns the epoch's EpochMeter."""
     run.train_batches.set_epoch(epoch, start_iteration)
     total = start_iteration + len(run.train_batches)
@@ -64,7 +59,7 @@ def train_epoch(run, epoch, step, start_iteration=0, meter_state=None):
     run.model.train()
     for iteration, (images, labels) in enumerate(run.train_loader, start_iteration + 1):
         try:
-            stats = step(run, images, labels)
+            stats = run.step(run, images, labels)
         except NonFiniteLoss as err:
             err.iteration, err.meter = iteration, meter
             raise
@@ -74,51 +69,21 @@ def train_epoch(run, epoch, step, start_iteration=0, meter_state=None):
         if iteration % run.args.print_freq == 0 or iteration == total:
             log_iteration(run, epoch, iteration, total, since_print, time.time() - tic)
             since_print, tic = EpochMeter(), time.time()
-        run.after_iteration(epoch, iteration, meter)
+        after_iteration(iteration, meter)
     return meter
 
 
 def log_iteration(run, epoch, iteration, total, meter, seconds):
     parts = [f'Epoch: [{epoch}][{iteration}/{total}]',
-             f'Time {seconds / max(meter.iterations, 1):.3f}s/it']
-    for key, value in meter.means().items():
-        parts.append(f'{key} {format_stat(value)}')
+             f'Time {seconds / max(meter.iterations, 1):.3f}s/it', format_stats(meter.means())]
     if meter.skipped:
-        parts.append('skipped ' + ', '.join(f'{k} {v}' for k, v in sorted(meter.skipped.items())))
-    run.log.print('  '.join(parts))
-
-
-def configure_speed(run):
-    """run.embed: the network as the training forward runs it (--amp, --channels_last, and
-    DistributedDataParallel across processes), float32 embeddings out;
-    run.meta_embed: the same network without DDP, for the meta step's functional forwards
-    (local to each process) and for evaluation; run.scaler: the gradient scaler of --amp fp16."""
-    args = run.args
-    if run.device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
-    if args.channels_last:
-        to_channels_last(run.model)
-    network = run.model
-    if run.dist.enabled:
-        # Frozen BN: nothing to broadcast; every parameter takes part in every forward.
-        network = DistributedDataParallel(
-            run.model, device_ids=[run.device.index] if run.device.type == 'cuda' else None,
-            broadcast_buffers=False)
-    run.embed = MixedPrecision(network, args.amp, args.channels_last)
-    if args.input_pipeline == 'pil':
-        run.prepare = lambda images, device: images.to(device, non_blocking=True)
-    else:
-        run.prepare = lambda batch, device: to_network_input(batch, device, args.width)
-    run.meta_embed = MixedPrecision(run.model, args.amp, args.channels_last)
-    run.scaler = torch.amp.GradScaler(run.device.type) if run.args.amp == 'fp16' else None
+        parts.append(format_skipped(meter.skipped))
+    run.log.print('  '.join(part for part in parts if part))
 
 
 def optimizer_step(run, loss):
     """Backward, then the one host synchronisation of a plain iteration: a NaN or infinite loss
-    stops the run before the optimizer touches the parameters. The test hook
-    MMSI_INJECT_NAN=<global iteration> turns that iteration's loss into NaN."""
-    if os.environ.get('MMSI_INJECT_NAN') == str(run.global_step + 1):
-        loss = loss * float('nan')
+    stops the run before the optimizer touches the parameters."""
     run.optimizer.zero_grad(set_to_none=True)
     (loss if run.scaler is None else run.scaler.scale(loss)).backward()
     value = float(loss.detach())
@@ -149,17 +114,11 @@ def to_device(run, images, labels):
 def plain_step(run, images, labels):
     """Plain DML: the loss on the pairs it mines, one Adam step."""
     images, labels = to_device(run, images, labels)
-    emb = run.embed(images)
-    loss = run.criterion(emb, labels)
+    emb = run.train_embed(images)
+    loss = run.criteria.plain(emb, labels)
     optimizer_step(run, loss)
     pos_sim, neg_sim = losses.pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim}
-
-
-def build_criteria(args):
-    """The losses this trainer uses."""
-    return {'criterion': losses.create(args.loss, margin=args.margin, alpha=args.alpha,
-                                       beta=args.beta)}
 
 
 step = plain_step

@@ -1,4 +1,4 @@
-"""One MMSI training iteration (DESIGN.md section 6), step by step.
+"""One MMSI training iteration (docs/design.md, "One MMSI iteration"), step by step.
 
 1. e = f(x; theta) with BN in eval; push e (detached) and y into the semi-global dictionary.
 2. Warm-up: while the dictionary holds fewer than --dict_min_classes classes, no update.
@@ -11,10 +11,10 @@
 
 import torch
 
-import losses
+import trainer
 from losses.pairs import masked_mean, pair_similarity_stats
 from models.meta_layers import meta_gradient, normalize_weights
-from trainer import optimizer_step, skip_step, to_device
+from trainer import skip_step, to_device
 
 # fp16 gradients of the validation loss can underflow; the pair weights are normalised by their
 # maximum, so a constant scale of L_G changes nothing else.
@@ -24,7 +24,7 @@ VAL_LOSS_SCALE = {'off': 1.0, 'bf16': 1.0, 'fp16': 1024.0}
 def mmsi_step(run, images, labels):
     cpu_labels = labels  # the dictionary's bookkeeping reads them without a device sync
     images, labels = to_device(run, images, labels)
-    emb = run.embed(images)
+    emb = run.train_embed(images)
     if run.dist.enabled:  # every process stores every process's batch: identical dictionaries
         run.dictionary.push(run.dist.all_gather(emb.detach()), run.dist.all_gather(labels))
     else:
@@ -33,12 +33,13 @@ def mmsi_step(run, images, labels):
         skip_step(run, emb)
         return {'skipped': 'warmup'}
 
-    pos_mask, neg_mask = run.crit_s(emb.detach(), labels)
+    criteria = run.criteria
+    pos_mask, neg_mask = criteria.select(emb.detach(), labels)
     val_images, val_labels = to_device(run, *run.next_val_batch())
     mem_emb, mem_labels = run.dictionary.tensors()
     grad, val_loss = meta_gradient(
-        run.meta_embed, images, labels, pos_mask, neg_mask, val_images, val_labels, mem_emb,
-        mem_labels, run.crit_w, run.crit_g, run.args.meta_lr, method=run.args.meta_grad,
+        run.local_embed, images, labels, pos_mask, neg_mask, val_images, val_labels, mem_emb,
+        mem_labels, criteria.weighted, criteria.semi_global, run.args.meta_lr, method=run.args.meta_grad,
         emb=emb, return_val_loss=True, val_loss_scale=VAL_LOSS_SCALE[run.args.amp])
     weights = None if val_loss == 0 else normalize_weights(grad)
     # Processes skip together: the real step is one synchronised update.
@@ -47,8 +48,8 @@ def mmsi_step(run, images, labels):
         reason = 'zero_val_loss' if val_loss == 0 else 'zero_weights'
         return {'skipped': reason if weights is None else 'other_process'}
 
-    loss = run.crit_w(emb, labels, weights, pos_mask, neg_mask)
-    optimizer_step(run, loss)
+    loss = criteria.weighted(emb, labels, weights, pos_mask, neg_mask)
+    trainer.optimizer_step(run, loss)
     pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim,
             'val_loss': val_loss, **weight_statistics(weights, pos_mask, neg_mask)}
@@ -65,12 +66,5 @@ def weight_statistics(weights, pos_mask, neg_mask):
             'w_pos_pairs': masked_mean(weights, pos_mask, 0),
             'w_neg_pairs': masked_mean(weights, neg_mask, 0)}
 
-
-def build_criteria(args):
-    """S, W and G forms of --loss."""
-    def make(prefix):
-        return losses.create(prefix + args.loss, margin=args.margin, alpha=args.alpha,
-                             beta=args.beta)
-    return {'crit_s': make('S'), 'crit_w': make('W'), 'crit_g': make('G')}
 
 step = mmsi_step

@@ -1,13 +1,13 @@
 """MMSI on Stanford Online Products: a configuration of trainer_MMSI, not a copy of it.
 
-SOP differs only in settings: the dictionary must hold 1000 classes before MMSI updates (the
-official constant, utils/args.DICT_MIN_CLASSES), the head pools max + average (models pick it
-from --data product), and the 60k-image test set is evaluated every --eval_every iterations as
-well as every --save_step epochs (the official code evaluated after every single iteration).
+SOP differs only in settings, all held by its data set spec (DataSet/specs.py): the dictionary
+must hold 1000 classes before MMSI updates (the official constant), the head pools max +
+average, and the 60k-image test set is evaluated every --eval_every iterations as well as every
+--save_step epochs (the official code evaluated after every single iteration).
 """
-from trainer_MMSI import build_criteria, step
+from DataSet.specs import SPECS
+from trainer_MMSI import step
 
-SOP_DEFAULTS = dict(data='product', loss='MS', margin=0.03, lr=1e-7, dict_min_classes=1000,
-                    eval_every=100, save_step=1, epochs=30)
+SOP_DEFAULTS = SPECS['product'].run_defaults
 
-__all__ = ['SOP_DEFAULTS', 'build_criteria', 'step']
+__all__ = ['SOP_DEFAULTS', 'step']

@@ -1,4 +1,4 @@
-"""Glyphs: the embedded demo data set (DESIGN.md section 9), rendered on this machine.
+"""Glyphs: the embedded demo data set (README, "The demo"), rendered on this machine.
 
 Each class is one character, drawn from the TrueType fonts that matplotlib installs with itself
 (DejaVu Sans / Serif / Mono, STIX General, Computer Modern), each image in a randomly chosen font

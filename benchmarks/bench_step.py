@@ -6,11 +6,11 @@ backbone and batch (random images, no data loading; the dictionary already warm)
     python benchmarks/bench_step.py --device cuda --width 227 --batch 80 --amp bf16
 """
 import argparse
+import itertools
 import os
 import platform
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
 
@@ -19,10 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import models  # noqa: E402
 import trainer  # noqa: E402
 import trainer_MMSI  # noqa: E402
-from MMSI_train import build_optimizer  # noqa: E402
 from utils.args import parse_args  # noqa: E402
+from utils.build import build_criteria, build_optimizer, wrap_network  # noqa: E402
 from utils.distributed import Distributed  # noqa: E402
 from utils.semi_global import SemiGlobalDictionary  # noqa: E402
+from utils.training_run import TrainingRun  # noqa: E402
 
 
 def make_run(args, mmsi, meta_grad):
@@ -33,18 +34,18 @@ def make_run(args, mmsi, meta_grad):
                                                     else []))
     torch.manual_seed(0)
     model = models.create('BN_Inception', data='cub', dim=512).to(device)
-    module = trainer_MMSI if mmsi else trainer
-    run = SimpleNamespace(args=train_args, device=device, model=model,
-                          optimizer=build_optimizer(train_args, model), global_step=0,
-                          dist=Distributed())
-    vars(run).update(module.build_criteria(train_args))
-    trainer.configure_speed(run)
+    dist = Distributed()
+    run = TrainingRun(args=train_args, dist=dist, device=device, seed=0, model=model,
+                      **wrap_network(train_args, model, dist, device)._asdict(),
+                      optimizer=build_optimizer(train_args, model),
+                      criteria=build_criteria(train_args),
+                      step=trainer_MMSI.step if mmsi else trainer.step)
     classes = args.batch // args.instances
-    run.labels = torch.arange(args.batch) // args.instances
-    run.images = torch.randn(args.batch, 3, args.width, args.width) * 50
+    images = torch.randn(args.batch, 3, args.width, args.width) * 50
+    labels = torch.arange(args.batch) // args.instances
     val_images = torch.randn(args.val_batch, 3, args.width, args.width) * 50
     val_labels = torch.randint(0, classes, (args.val_batch,))
-    run.next_val_batch = lambda: (val_images, val_labels)
+    run.val_batches = itertools.repeat((val_images, val_labels))
     if mmsi:
         run.dictionary = SemiGlobalDictionary(5, 512, 100 * 5, device)
         for start in range(0, 100, classes):  # a warm dictionary of 100 classes
@@ -52,19 +53,19 @@ def make_run(args, mmsi, meta_grad):
             run.dictionary.push(torch.nn.functional.normalize(
                 torch.randn(len(labels), 512, device=device), dim=1), labels)
         run.dict_min_classes = 1
-    return run, module.step
+    return run, (images, labels)
 
 
-def seconds_per_iteration(run, step, iters):
+def seconds_per_iteration(run, batch, iters):
     sync = torch.cuda.synchronize if run.device.type == 'cuda' else (lambda: None)
     if run.device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     for _ in range(2):  # warm-up
-        step(run, run.images, run.labels)
+        run.step(run, *batch)
     sync()
     tic = time.perf_counter()
     for _ in range(iters):
-        stats = step(run, run.images, run.labels)
+        stats = run.step(run, *batch)
         assert 'skipped' not in stats, stats
     sync()
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if run.device.type == 'cuda' else None
@@ -97,8 +98,8 @@ def main():
     print('|---|---|---|---|---|')
     plain_time = None
     for method in args.methods.split(','):
-        run, step = make_run(args, mmsi=method != 'plain', meta_grad=method)
-        seconds, peak = seconds_per_iteration(run, step, args.iters)
+        run, batch = make_run(args, mmsi=method != 'plain', meta_grad=method)
+        seconds, peak = seconds_per_iteration(run, batch, args.iters)
         plain_time = seconds if method == 'plain' else plain_time
         ratio = f'{seconds / plain_time:.2f}' if plain_time else '-'
         label = 'plain' if method == 'plain' else f'MMSI ({method})'

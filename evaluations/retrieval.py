@@ -11,12 +11,10 @@ embeddings therefore never inflate a metric.
 """
 import torch
 
-RECALL_KS = {
-    'cub': (1, 2, 4, 8, 16, 32),
-    'car': (1, 2, 4, 8, 16, 32),
-    'glyphs': (1, 2, 4, 8, 16, 32),
-    'product': (1, 10, 100, 1000),
-}
+from DataSet.specs import SPECS
+
+# The K of the reported Recall@K per data set (DataSet/specs.py holds them).
+RECALL_KS = {name: spec.recall_ks for name, spec in SPECS.items()}
 
 DEFAULT_MAX_CHUNK_BYTES = 512 * 2 ** 20
 # Working memory per similarity entry of a chunk, at its peak: the float32 similarities, the
@@ -29,10 +27,10 @@ BYTES_PER_RETRIEVED = 48
 
 
 def recall_ks_for(data_name):
-    """The Recall@K values reported for a dataset (`cub`, `car`, `glyphs`, `product`)."""
+    """The Recall@K values reported for a data set (`cub`, `car`, `glyphs`, `product`)."""
     if data_name not in RECALL_KS:
         raise ValueError(f'no Recall@K values for dataset {data_name!r}; '
-                         f'known: {sorted(RECALL_KS)} (see evaluations/retrieval.py)')
+                         f'known: {sorted(RECALL_KS)} (see DataSet/specs.py)')
     return RECALL_KS[data_name]
 
 

@@ -10,6 +10,10 @@
 Adding a loss: one file with its pair rule (mine / mine_global / anchor_losses) and one line in
 RULES.
 """
+from typing import NamedTuple
+
+from torch import nn
+
 from losses.contrastive import Contrastive
 from losses.forms import Global, Plain, Select, Weighted
 from losses.multi_similarity import MultiSimilarity
@@ -31,4 +35,18 @@ def create(name, margin=0.5, alpha=40.0, beta=2.0):
     return FORMS[prefix](RULES[rule](margin=margin, alpha=alpha, beta=beta))
 
 
-__all__ = ['create', 'names', 'pair_similarity_stats', 'RULES', 'FORMS']
+class LossForms(NamedTuple):
+    """The four forms of one loss, as a training run uses them."""
+    plain: nn.Module        # crit(emb, labels) -> loss
+    select: nn.Module       # crit(emb, labels) -> (pos_mask, neg_mask)
+    weighted: nn.Module     # crit(emb, labels, weights, pos_mask, neg_mask) -> loss
+    semi_global: nn.Module  # crit(emb, labels, mem_emb, mem_labels) -> loss
+
+
+def forms_of(name, **params):
+    """Every form of loss `name` (Con, MS, ...) with the same parameters."""
+    return LossForms(*(create(prefix + name, **params) for prefix in ('', 'S', 'W', 'G')))
+
+
+__all__ = ['create', 'forms_of', 'names', 'pair_similarity_stats', 'LossForms', 'RULES',
+           'FORMS']

@@ -5,6 +5,12 @@ A pair rule (Contrastive, MultiSimilarity) provides
     mine_global(sim, pos_mask, neg_mask)   -> (pos_sel, neg_sel)  pairs used against the dictionary
     anchor_losses(sim, pos_sel, neg_sel, weights=None) -> [rows]  each anchor's loss
 and every form averages the anchors' losses over the number of anchors (queries).
+docs/design.md ("Losses") states the contract in full.
+
+The one property MMSI's forward-mode meta-gradient relies on (models/meta_layers.py): at
+weights 0 the Weighted form's gradient with respect to the embeddings is exactly 0, so the
+virtual step leaves the parameters where they are (theta' = theta). A rule whose weighted loss
+breaks it would get wrong pair weights from `--meta_grad jvp`; tests/losses check it.
 """
 import torch
 from torch import nn
@@ -41,9 +47,12 @@ class Select(_Form):
 
 
 class Weighted(_Form):
-    """`crit(emb, labels, weights, pos_mask, neg_mask)` -> loss over the given pairs, each pair's
-    term weighted by weights [B, B]. With all weights 1 and the Select form's masks it equals
-    the plain loss; at weights 0 its gradient with respect to emb is 0."""
+    """`crit(emb, labels, weights, pos_mask, neg_mask)` -> loss over the given pairs with pair
+    weights [B, B]. Where a weight enters is the rule's choice: Contrastive multiplies each
+    pair's term by it; MS replaces S by w·S inside its exponentials (the official code's form),
+    so there a weight scales the similarity, not the term. With all weights 1 and the Select
+    form's masks it equals the plain loss; at weights 0 its gradient with respect to emb is 0
+    (see the module docstring)."""
 
     def forward(self, emb, labels, weights, pos_mask, neg_mask):
         sim = emb @ emb.t()

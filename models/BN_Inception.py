@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from DataSet.specs import SPECS
 from utils.errors import InputError
 
 FEATURE_DIM = 1024  # channels of the last inception block
@@ -79,15 +80,15 @@ class Embedding(nn.Module):
 class BNInception(nn.Module):
     """BN-Inception backbone + global pooling + embedding.
 
-    data='product' pools with max + average (as the official code does for SOP), any other
-    dataset with max only. dim=0: forward returns the pooled 1024-d vector (not normalised).
+    The global pooling is the data set's (DataSet/specs.py): max + average for 'product', as
+    the official code does for SOP, max for the others. dim=0: forward returns the pooled 1024-d vector (not normalised).
     freeze_bn=True keeps every BatchNorm layer in eval mode, also after `model.train()`; their
     affine parameters still train.
     """
 
     def __init__(self, data='cub', dim=512, freeze_bn=True):
         super().__init__()
-        self.data = data
+        self.pooling = SPECS[data].pooling if data in SPECS else 'max'
         self.dim = dim
         self.freeze_bn = freeze_bn
 
@@ -194,9 +195,9 @@ class BNInception(nn.Module):
         return x
 
     def global_pool(self, feature_map):
-        """[B, 1024, h, w] -> [B, 1024]: max pooling, plus average pooling for 'product'."""
+        """[B, 1024, h, w] -> [B, 1024]: max pooling, plus average pooling for 'max+avg'."""
         pooled = F.adaptive_max_pool2d(feature_map, 1)
-        if self.data == 'product':
+        if self.pooling == 'max+avg':
             pooled = pooled + F.adaptive_avg_pool2d(feature_map, 1)
         return pooled.flatten(1)
 

@@ -1,5 +1,5 @@
 """Embedding networks by name: `models.create('BN_Inception', data='cub', dim=512, ...)`."""
-from models.BN_Inception import BN_Inception, load_pretrained, supported_width
+from models.BN_Inception import FEATURE_DIM, BN_Inception, load_pretrained, supported_width
 from utils.errors import InputError
 
 # The official scripts spell the network both ways.
@@ -26,4 +26,5 @@ def create(name, data='cub', dim=512, pretrained=None, freeze_bn=True, **kwargs)
                           **kwargs)
 
 
-__all__ = ['create', 'names', 'canonical_name', 'load_pretrained', 'supported_width']
+__all__ = ['create', 'names', 'canonical_name', 'load_pretrained', 'supported_width',
+           'FEATURE_DIM']

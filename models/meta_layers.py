@@ -1,6 +1,6 @@
 """MMSI's meta step: the derivative of the validation loss with respect to the pair weights.
 
-Notation (DESIGN.md section 6): L_W(e, w) is the weighted loss of the training batch's
+Notation (docs/design.md, "The meta-gradient"): L_W(e, w) is the weighted loss of the training batch's
 embeddings e = f(x; theta) with pair weights w [B, B] (zero outside the selected pairs),
 theta' = theta - eta * grad_theta L_W is the virtual step, and L_G the loss of the validation
 batch embedded with theta' against the semi-global dictionary. The pair weights are derived

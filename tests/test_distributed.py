@@ -19,6 +19,26 @@ from utils.sampler import FastRandomIdentitySampler, KPBatchSampler
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Runs MMSI_train.main under torchrun; afterwards every rank saves its parameters and dictionary
+# to STATE_DIR/rank<N>.pth, so that the test can check that the ranks agree.
+RANK_STATE_DRIVER = """
+import sys
+import torch
+sys.path.insert(0, {root!r})
+import MMSI_train
+
+def train_and_save_state(run):
+    status = original_train(run)
+    torch.save({{'model': run.model.state_dict(),
+                'dictionary': run.dictionary.state_dict() if run.dictionary else None}},
+               f'{states}/rank{{run.dist.rank}}.pth')
+    return status
+
+original_train, MMSI_train.train = MMSI_train.train, train_and_save_state
+sys.exit(MMSI_train.main(sys.argv[1:]))
+"""
+
+
 def expected_dictionary_size(glyphs_root, epochs=3, d_size=5):
     """Entries after `epochs` epochs of both ranks' batches (seed 0, 2 classes x 3 per batch)."""
     data = DataSet.create('glyphs', root=glyphs_root)
@@ -35,9 +55,11 @@ def expected_dictionary_size(glyphs_root, epochs=3, d_size=5):
 def test_two_processes_agree_and_evaluate_like_one(glyphs_root, tmp_path, mmsi):
     save_dir, states = tmp_path / 'run', tmp_path / 'states'
     states.mkdir()
-    env = dict(os.environ, MMSI_RANK_STATE_DIR=str(states), OMP_NUM_THREADS='1')
+    driver = tmp_path / 'driver.py'
+    driver.write_text(RANK_STATE_DRIVER.format(root=ROOT, states=str(states)))
+    env = dict(os.environ, OMP_NUM_THREADS='1')
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-               '--nproc_per_node', '2', 'MMSI_train.py',
+               '--nproc_per_node', '2', str(driver),
                *run_args(glyphs_root, save_dir, mmsi=mmsi, epochs=3)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import MMSI_train
+import trainer
 from test_MMSI_train import run_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,10 +114,21 @@ def test_sigterm_saves_at_an_iteration_boundary_and_exits_cleanly(glyphs_root, t
     assert epochs_in(save_dir) == list(range(epoch + 2))
 
 
+def inject_nan(monkeypatch, global_iteration):
+    """Turn the loss of one global iteration (counted from 1) into NaN."""
+    original = trainer.optimizer_step
+
+    def poisoned(run, loss):
+        if run.global_step + 1 == global_iteration:
+            loss = loss * float('nan')
+        return original(run, loss)
+    monkeypatch.setattr(trainer, 'optimizer_step', poisoned)
+
+
 def test_nan_loss_stops_after_saving_the_last_finite_state(glyphs_root, tmp_path, monkeypatch,
                                                            capsys):
     save_dir = tmp_path / 'nan'
-    monkeypatch.setenv('MMSI_INJECT_NAN', '5')  # global iteration 5 = epoch 2, iteration 2
+    inject_nan(monkeypatch, 5)  # global iteration 5 = epoch 2, iteration 2
     status = MMSI_train.main(run_args(glyphs_root, save_dir, mmsi=1, epochs=3))
     assert status == MMSI_train.EXIT_NON_FINITE
     log = (save_dir / 'log.txt').read_text()
@@ -125,7 +137,7 @@ def test_nan_loss_stops_after_saving_the_last_finite_state(glyphs_root, tmp_path
     assert (checkpoint['epoch'], checkpoint['iteration'], checkpoint['global_step']) == (2, 1, 4)
     assert all(torch.isfinite(t).all() for t in checkpoint['model'].values()
                if t.is_floating_point())
-    monkeypatch.delenv('MMSI_INJECT_NAN')
+    monkeypatch.undo()
     resume = run_args(glyphs_root, save_dir, '--resume', str(save_dir / 'last.pth.tar'),
                       mmsi=1, epochs=3)
     assert MMSI_train.main(resume) == 0

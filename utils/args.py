@@ -6,9 +6,7 @@ Entry points may override defaults (train.py: --MMSI 0; MMSI_SOP_train.py: --dat
 """
 import argparse
 
-# Official warm-up constants: the dictionary must hold this many classes before MMSI updates.
-DICT_MIN_CLASSES = {'cub': 98, 'car': 98, 'product': 1000}
-GLYPHS_WARMUP_SLACK = 2  # glyphs: its training classes minus two
+from DataSet.specs import SPECS, warmup_classes
 
 
 def str2bool(text):
@@ -67,7 +65,7 @@ def build_parser(**defaults):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     data = parser.add_argument_group('data')
-    data.add_argument('--data', default='cub', help='cub | car | product | glyphs')
+    data.add_argument('--data', default='cub', help=' | '.join(SPECS))
     data.add_argument('--data_root', default='DataSet',
                       help='folder holding the data set folders (CUB_200_2011, Cars196, ...)')
     data.add_argument('--width', type=positive_int, default=227, help='crop size fed to the network')
@@ -162,9 +160,7 @@ def parse_args(argv=None, **defaults):
 
 
 def dict_min_classes(args, num_train_classes):
-    """The warm-up threshold: --dict_min_classes, else the official constant of the data set
-    (never more than the training set has)."""
+    """The warm-up threshold: --dict_min_classes, else the data set's own (DataSet/specs.py)."""
     if args.dict_min_classes is not None:
         return args.dict_min_classes
-    default = DICT_MIN_CLASSES.get(args.data, num_train_classes - GLYPHS_WARMUP_SLACK)
-    return min(default, num_train_classes)
+    return warmup_classes(args.data, num_train_classes)

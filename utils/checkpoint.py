@@ -1,6 +1,8 @@
-"""Checkpoints: atomic writes, random-number-generator states, and reading them back."""
+"""Checkpoints: what a run saves and how it is restored, atomic writes, random-number-generator
+states, and reading checkpoint files back."""
 import os
 import random
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -8,6 +10,56 @@ import torch
 from utils.errors import InputError
 
 FORMAT = 'mmsi-checkpoint-1'
+LAST_CHECKPOINT = 'last.pth.tar'
+
+
+class ResumePoint(NamedTuple):
+    """Where training continues: `epoch`, after its first `batch` batches, with the statistics
+    `meter_state` of those batches (None at an epoch start)."""
+    epoch: int = 1
+    batch: int = 0
+    meter_state: Optional[dict] = None
+
+
+def save_checkpoint(run, epoch, iteration=0, meter=None, name=LAST_CHECKPOINT):
+    """Save a TrainingRun to save_dir/`name`. `iteration` 0: epochs 1..epoch are complete;
+    else `iteration` batches of `epoch`, whose statistics `meter` holds. Only the main process
+    writes; every process gets the path."""
+    path = os.path.join(run.args.save_dir, name)
+    if not run.dist.is_main:
+        return path
+    state = {
+        'format': FORMAT, 'epoch': epoch, 'iteration': iteration,
+        'global_step': run.global_step, 'meter': meter.state() if meter else None,
+        'model': run.model.state_dict(), 'optimizer': run.optimizer.state_dict(),
+        'dictionary': run.dictionary.state_dict() if run.dictionary else None,
+        'val_consumed': run.val_consumed, 'rng': rng_states(), 'seed': run.seed,
+        'metrics': run.log.history, 'args': vars(run.args),
+    }
+    atomic_torch_save(state, path)
+    return path
+
+
+def restore_training_state(run, checkpoint):
+    """Everything but the weights (utils/build.py loads those): optimizer, dictionary, random
+    states and where to continue. An official checkpoint gives only its epoch counter."""
+    if checkpoint.get('format') != FORMAT:
+        run.resume_point = ResumePoint(int(checkpoint.get('epoch', 0)) + 1)
+        return
+    try:
+        run.optimizer.load_state_dict(checkpoint['optimizer'])
+    except (ValueError, KeyError) as err:
+        raise InputError(f'--resume {run.args.resume}: optimizer state does not fit ({err})')
+    if run.dictionary is not None and checkpoint.get('dictionary'):
+        run.dictionary.load_state_dict(checkpoint['dictionary'])
+    set_rng_states(checkpoint['rng'])
+    run.global_step = checkpoint['global_step']
+    run.val_consumed = checkpoint['val_consumed']
+    epoch, iteration = checkpoint['epoch'], checkpoint['iteration']
+    if iteration:  # stopped inside `epoch`, after `iteration` batches
+        run.resume_point = ResumePoint(epoch, iteration, checkpoint['meter'])
+    else:
+        run.resume_point = ResumePoint(epoch + 1)
 
 
 def atomic_torch_save(obj, path):

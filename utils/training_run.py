@@ -1,0 +1,71 @@
+"""`TrainingRun`: everything one training run holds, declared in one place.
+
+utils/build.py builds it (`build_run`), MMSI_train.py drives it epoch by epoch, the trainers'
+steps read it, and utils/checkpoint.py saves and restores its progress.
+"""
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from losses import LossForms
+from utils.checkpoint import ResumePoint
+from utils.distributed import Distributed
+from utils.logger import RunLog
+from utils.semi_global import SemiGlobalDictionary
+
+
+class NetworkViews(NamedTuple):
+    """The ways a run calls its network."""
+    train_embed: nn.Module   # the training forward: --amp, --channels_last, DDP across processes
+    local_embed: nn.Module   # the same network on this process alone (no DDP): the meta step's
+    #                          functional forwards and evaluation
+    prepare: Callable        # (loader batch, device) -> network input on the device
+    scaler: Optional[torch.amp.GradScaler]  # --amp fp16 only
+
+
+@dataclass(eq=False)
+class TrainingRun:
+    args: argparse.Namespace
+    dist: Distributed
+    device: torch.device
+    seed: int
+
+    # the network and how it learns
+    model: nn.Module            # the embedding network; its parameters are what trains
+    train_embed: nn.Module      # } the network as the run calls it:
+    local_embed: nn.Module      # } see NetworkViews
+    prepare: Callable           # }
+    scaler: Optional[torch.amp.GradScaler]  # }
+    optimizer: torch.optim.Optimizer
+    criteria: LossForms         # the forms of --loss
+    step: Callable              # trainer.step (plain) or trainer_MMSI.step: (run, images, labels)
+
+    # MMSI (None / 0 with --MMSI 0)
+    dictionary: Optional[SemiGlobalDictionary] = None
+    dict_min_classes: int = 0   # warm-up: classes the dictionary must hold before updates
+
+    # data
+    train_batches: Any = None   # utils.sampler.KPBatchSampler: this process's batches
+    train_loader: Any = None
+    gallery_loader: Any = None  # this process's shard of the test set
+    val_batches: Optional[Iterator] = None  # MMSI validation batches, endless
+
+    # output
+    log: Optional[RunLog] = None
+
+    # progress; saved in checkpoints
+    global_step: int = 0        # iterations trained, over all epochs
+    val_consumed: int = 0       # validation batches drawn
+    resume_point: ResumePoint = ResumePoint()
+    stop_signal: Optional[int] = None  # set by the SIGTERM / SIGINT handler
+
+    @property
+    def iterations_per_epoch(self):
+        return len(self.train_batches)
+
+    def next_val_batch(self):
+        self.val_consumed += 1
+        return next(self.val_batches)
