@@ -1,14 +1,17 @@
 """Seconds per training iteration: plain DML, MMSI with the exact meta-gradient and MMSI with
 the forward-mode (jvp) fast path, through the trainers' own step functions, on the same
-backbone and batch (random images, no data loading; the dictionary already warm).
+backbone and batch (random images, no data loading; the dictionary already warm), for one
+loss or several (each at its own default parameters unless --margin is given).
 
     python benchmarks/bench_step.py [--width 64 --batch 40 --val_batch 10 --iters 10]
+    python benchmarks/bench_step.py --losses Con,MS,Triplet,Circle,SupCon --methods plain,jvp
     python benchmarks/bench_step.py --device cuda --width 227 --batch 80 --amp bf16
 """
 import argparse
 import itertools
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -26,12 +29,13 @@ from utils.semi_global import SemiGlobalDictionary  # noqa: E402
 from utils.training_run import TrainingRun  # noqa: E402
 
 
-def make_run(args, mmsi, meta_grad):
+def make_run(args, loss, mmsi, meta_grad):
     device = torch.device(args.device)
-    train_args = parse_args(['--loss', args.loss, '--margin', str(args.margin), '--lr', '1e-5',
-                             '--MMSI', str(int(mmsi)), '--meta_grad', meta_grad if mmsi else 'jvp',
-                             '--amp', args.amp] + (['--channels_last', '1'] if args.channels_last
-                                                    else []))
+    flags = ['--loss', loss, '--lr', '1e-5', '--MMSI', str(int(mmsi)),
+             '--meta_grad', meta_grad if mmsi else 'jvp', '--amp', args.amp]
+    flags += ['--margin', str(args.margin)] if args.margin is not None else []
+    flags += ['--channels_last', '1'] if args.channels_last else []
+    train_args = parse_args(flags)
     torch.manual_seed(0)
     model = models.create('BN_Inception', data='cub', dim=512).to(device)
     dist = Distributed()
@@ -56,20 +60,36 @@ def make_run(args, mmsi, meta_grad):
     return run, (images, labels)
 
 
-def seconds_per_iteration(run, batch, iters):
-    sync = torch.cuda.synchronize if run.device.type == 'cuda' else (lambda: None)
-    if run.device.type == 'cuda':
+def timed_step(run, batch):
+    """Seconds of one step, and the peak GPU memory it reached (GiB; None on the CPU)."""
+    cuda = run.device.type == 'cuda'
+    if cuda:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):  # warm-up
-        run.step(run, *batch)
-    sync()
     tic = time.perf_counter()
+    stats = run.step(run, *batch)
+    if cuda:
+        torch.cuda.synchronize()
+    assert 'skipped' not in stats, stats
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
+    return time.perf_counter() - tic, peak
+
+
+def median_seconds(runs, iters):
+    """The methods' steps interleaved (plain, MMSI, plain, MMSI, ...), so that a slow moment of
+    a shared machine hits them alike; the median seconds and the largest peak per method."""
+    for run, batch in runs.values():  # warm-up
+        for _ in range(2):
+            timed_step(run, batch)
+    seconds = {method: [] for method in runs}
+    peaks = {method: None for method in runs}
     for _ in range(iters):
-        stats = run.step(run, *batch)
-        assert 'skipped' not in stats, stats
-    sync()
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if run.device.type == 'cuda' else None
-    return (time.perf_counter() - tic) / iters, peak
+        for method, (run, batch) in runs.items():
+            took, peak = timed_step(run, batch)
+            seconds[method].append(took)
+            peaks[method] = peak if peaks[method] is None else max(peak, peaks[method])
+    return {method: (statistics.median(values), peaks[method])
+            for method, values in seconds.items()}
 
 
 def main():
@@ -79,8 +99,8 @@ def main():
     parser.add_argument('--batch', type=int, default=40)
     parser.add_argument('--instances', type=int, default=5)
     parser.add_argument('--val_batch', type=int, default=10)
-    parser.add_argument('--loss', default='MS')
-    parser.add_argument('--margin', type=float, default=0.1)
+    parser.add_argument('--losses', '--loss', default='MS', help='comma-separated')
+    parser.add_argument('--margin', type=float, default=None, help="default: each loss's own")
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--amp', default='off', choices=('off', 'bf16', 'fp16'))
     parser.add_argument('--channels_last', action='store_true')
@@ -92,21 +112,22 @@ def main():
              else f'{platform.machine()} CPU, {torch.get_num_threads()} threads')
     print(f'# {where}, torch {torch.__version__}, BN-Inception width {args.width}, batch '
           f'{args.batch} ({args.batch // args.instances}x{args.instances}), val batch '
-          f'{args.val_batch}, loss {args.loss}, amp {args.amp}'
-          f'{", channels_last" if args.channels_last else ""}')
-    print('| iteration | s/it | images/s | x plain | peak GPU GiB |')
-    print('|---|---|---|---|---|')
-    plain_time = None
-    for method in args.methods.split(','):
-        run, batch = make_run(args, mmsi=method != 'plain', meta_grad=method)
-        seconds, peak = seconds_per_iteration(run, batch, args.iters)
-        plain_time = seconds if method == 'plain' else plain_time
-        ratio = f'{seconds / plain_time:.2f}' if plain_time else '-'
-        label = 'plain' if method == 'plain' else f'MMSI ({method})'
-        peak_text = f'{peak:.2f}' if peak is not None else '-'
-        print(f'| {label} | {seconds:.3f} | {args.batch / seconds:.1f} | {ratio} | {peak_text} |',
-              flush=True)
-        del run
+          f'{args.val_batch}, amp {args.amp}{", channels_last" if args.channels_last else ""}')
+    print('| loss | iteration | median s/it | images/s | x plain | peak GPU GiB |')
+    print('|---|---|---|---|---|---|')
+    for loss in args.losses.split(','):
+        runs = {method: make_run(args, loss, mmsi=method != 'plain', meta_grad=method)
+                for method in args.methods.split(',')}
+        results = median_seconds(runs, args.iters)
+        plain_time = results['plain'][0] if 'plain' in results else None
+        for method, (seconds, peak) in results.items():
+            ratio = f'{seconds / plain_time:.2f}' if plain_time else '-'
+            pair_weights = runs[method][0].args.pair_weights
+            label = 'plain' if method == 'plain' else f'MMSI ({method}, {pair_weights})'
+            peak_text = f'{peak:.2f}' if peak is not None else '-'
+            print(f'| {loss} | {label} | {seconds:.3f} | {args.batch / seconds:.1f} | {ratio} '
+                  f'| {peak_text} |', flush=True)
+        del runs
 
 
 if __name__ == '__main__':

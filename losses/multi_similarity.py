@@ -3,16 +3,18 @@
 For anchor i, negatives are selected when S_in + margin > min_p S_ip and positives when
 S_ip - margin < max_n S_in; if either selection is empty the anchor contributes 0, else
     (2/beta) log(1 + sum_p exp(-beta (S_ip - base))) + (2/alpha) log(1 + sum_n exp(alpha (S_in - base))).
-The factor 2 is the official MMSI code's (the MS paper has 1). MMSI's weighted form replaces
-S by w·S inside the exponentials.
+The factor 2 is the official MMSI code's (the MS paper has 1). The official weighted form
+(WMS) replaces S by w·S inside the exponentials.
 """
 import torch
 
+from losses.pairs import drop_one_sided_rows
+
 
 class MultiSimilarity:
-    """Pair selection and per-anchor terms of the MS loss (see losses/forms.py)."""
+    """Pair rule of the MS loss (contract: losses/forms.py)."""
 
-    def __init__(self, margin=0.1, alpha=40.0, beta=2.0, base=0.5, **unused):
+    def __init__(self, margin=0.1, alpha=40.0, beta=2.0, base=0.5):
         self.margin = margin
         self.alpha = alpha  # negative scale
         self.beta = beta  # positive scale
@@ -23,23 +25,21 @@ class MultiSimilarity:
         hardest_neg = sim.masked_fill(~neg_mask, float('-inf')).amax(1, keepdim=True)
         neg_sel = neg_mask & (sim + self.margin > hardest_pos)
         pos_sel = pos_mask & (sim - self.margin < hardest_neg)
-        return _drop_one_sided_rows(pos_sel, neg_sel)
+        return drop_one_sided_rows(pos_sel, neg_sel)
 
     def mine_global(self, sim, pos_mask, neg_mask):
         """No mining against the dictionary: every positive and negative entry."""
-        return _drop_one_sided_rows(pos_mask, neg_mask)
+        return drop_one_sided_rows(pos_mask, neg_mask)
 
-    def anchor_losses(self, sim, pos_mask, neg_mask, weights=None):
+    def anchor_losses(self, sim, pos_sel, neg_sel):
+        return self.official_weighted_losses(sim, pos_sel, neg_sel, None)
+
+    def official_weighted_losses(self, sim, pos_sel, neg_sel, weights):
+        """[rows] the MS terms with S replaced by w·S (weights None: all 1)."""
         scaled = sim if weights is None else weights * sim
-        pos_loss = _log_one_plus_sum_exp(-self.beta * (scaled - self.base), pos_mask)
-        neg_loss = _log_one_plus_sum_exp(self.alpha * (scaled - self.base), neg_mask)
+        pos_loss = _log_one_plus_sum_exp(-self.beta * (scaled - self.base), pos_sel)
+        neg_loss = _log_one_plus_sum_exp(self.alpha * (scaled - self.base), neg_sel)
         return 2.0 / self.beta * pos_loss + 2.0 / self.alpha * neg_loss
-
-
-def _drop_one_sided_rows(pos_sel, neg_sel):
-    """Empty both selections of an anchor that lacks positives or negatives."""
-    keep = pos_sel.any(1, keepdim=True) & neg_sel.any(1, keepdim=True)
-    return pos_sel & keep, neg_sel & keep
 
 
 def _log_one_plus_sum_exp(x, mask):

@@ -36,3 +36,17 @@ def masked_mean(values, mask, empty=float('nan')):
     count = mask.sum()
     mean = torch.where(mask, values, 0).sum() / count.clamp(min=1)
     return torch.where(count > 0, mean, empty)
+
+
+def drop_one_sided_rows(pos_sel, neg_sel):
+    """Empty both selections of an anchor that lacks positives or negatives."""
+    keep = pos_sel.any(1, keepdim=True) & neg_sel.any(1, keepdim=True)
+    return pos_sel & keep, neg_sel & keep
+
+
+def masked_logsumexp(x, mask):
+    """Row-wise log(sum over mask of exp(x)) [rows]. A row with an empty mask gives 0 instead
+    of -inf, with zero gradient (callers discard such rows; -inf would make NaN gradients)."""
+    empty = ~mask.any(1, keepdim=True)
+    lse = torch.logsumexp(x.masked_fill(~(mask | empty), float('-inf')), dim=1)
+    return torch.where(empty.squeeze(1), 0, lse)

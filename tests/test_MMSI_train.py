@@ -1,10 +1,13 @@
 """End-to-end runs on a tiny Glyphs subset: plain and MMSI training, resume, outputs, plot."""
 import json
+import math
 import os
 
+import pytest
 import torch
 
 import MMSI_train
+import losses
 from utils import plot
 
 
@@ -131,3 +134,52 @@ def test_weight_statistics_against_a_loop():
     nothing = torch.zeros(7, 7, dtype=torch.bool)
     empty = weight_statistics(weights, nothing, nothing)
     assert all(float(value) == 0 for value in empty.values())
+
+
+@pytest.mark.parametrize('loss', ['Triplet', 'Circle', 'SupCon'])
+def test_mmsi_run_with_each_new_loss(glyphs_root, tmp_path, loss):
+    save_dir = tmp_path / loss
+    extra = ('--loss_param', 'temperature=0.2') if loss == 'SupCon' else ()
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, '--loss', loss, *extra, mmsi=1,
+                                    epochs=1)) == 0
+    rows = metrics(save_dir)
+    assert [row['epoch'] for row in rows] == [0, 1]
+    trained = rows[1]
+    assert trained['w_max'] == 1.0 and 0 < trained['w_mean'] <= 1
+    assert 0 <= trained['w_pos_pairs'] <= 1 and 0 <= trained['w_neg_pairs'] <= 1
+    assert all(math.isfinite(value) for value in trained.values() if isinstance(value, float))
+    assert 0 <= trained['R@1'] <= 1 and 'MAP@R' in trained
+    log = (save_dir / 'log.txt').read_text()
+    assert f'Loss: {loss} (' in log and '; pair weights gradient' in log
+    assert loss != 'SupCon' or 'Loss: SupCon (temperature 0.2)' in log
+    if loss != 'Triplet':  # run_args passes --margin 0.1, which these losses do not have
+        assert f'Not parameters of {loss}, ignored: --margin 0.1' in log
+    assert 'Recall epoch 1: R@1' in log and 'nan' not in log.lower()
+
+
+def readme_plugin_example():
+    """The README's example of a loss of one's own, as a file outside the package."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    section = text[text.index('### A loss of your own'):]
+    return section[section.index('```python') + len('```python'):section.index('```\n', 10)]
+
+
+def test_a_users_rule_from_outside_the_package_trains_with_mmsi(glyphs_root, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(losses, 'RULES', dict(losses.RULES))  # forget the rule afterwards
+    module = tmp_path / 'my_losses.py'
+    module.write_text(readme_plugin_example())
+    save_dir = tmp_path / 'plugin'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, '--loss', 'Hinge', '--loss_module',
+                                    str(module), '--margin', '0.2', mmsi=1,
+                                    epochs=1)) == 0
+    assert 'Hinge' in losses.RULES
+    trained = metrics(save_dir)[1]
+    assert trained['w_max'] == 1.0 and trained['loss'] != 0 and 0 <= trained['R@1'] <= 1
+    log = (save_dir / 'log.txt').read_text()
+    assert 'Loss: Hinge (margin 0.2); pair weights gradient' in log
+    checkpoint = torch.load(save_dir / 'last.pth.tar', weights_only=False)
+    assert checkpoint['args']['pair_weights'] == 'gradient'
+    assert checkpoint['args']['loss_params'] == {'margin': 0.2}

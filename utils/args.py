@@ -5,8 +5,14 @@ which the official scripts abbreviate to `--epoch`: argparse accepts unambiguous
 Entry points may override defaults (train.py: --MMSI 0; MMSI_SOP_train.py: --data product).
 """
 import argparse
+import importlib
+import importlib.util
+import os
+import sys
 
+import losses
 from DataSet.specs import SPECS, warmup_classes
+from utils.errors import InputError
 
 
 def str2bool(text):
@@ -92,10 +98,23 @@ def build_parser(**defaults):
                        help='keep every BatchNorm layer in eval mode (affine parameters train)')
 
     loss = parser.add_argument_group('loss')
-    loss.add_argument('--loss', default='Con', help='Con | MS')
-    loss.add_argument('--margin', type=nonnegative_float, default=0.5, help='pair selection margin')
-    loss.add_argument('--alpha', type=positive_float, default=40, help='MS negative scale')
-    loss.add_argument('--beta', type=positive_float, default=2, help='MS positive scale')
+    loss.add_argument('--loss', default='Con',
+                      help=' | '.join(losses.RULES) + ', or a rule that --loss_module registers')
+    # The official flags; None: the loss's own default (each loss declares its parameters).
+    loss.add_argument('--margin', type=nonnegative_float, default=None,
+                      help='pair margin of Con (0.5), MS (0.1) and Triplet (0.1); default: the '
+                           "loss's own")
+    loss.add_argument('--alpha', type=positive_float, default=None,
+                      help="MS negative scale (default: the loss's own, 40)")
+    loss.add_argument('--beta', type=positive_float, default=None,
+                      help="MS positive scale (default: the loss's own, 2)")
+    loss.add_argument('--loss_param', type=loss_parameter, action='append', default=[],
+                      metavar='NAME=VALUE',
+                      help='any parameter of the loss, repeatable: MS base, Circle m and gamma, '
+                           'SupCon temperature, ... (losses/__init__.py lists them)')
+    loss.add_argument('--loss_module', type=optional_path, default=None,
+                      help='a Python file or module imported first, whose '
+                           'losses.register(name, Rule) adds a loss of your own')
 
     optim = parser.add_argument_group('optimisation')
     optim.add_argument('--lr', type=positive_float, default=1e-5, help='Adam learning rate')
@@ -123,6 +142,10 @@ def build_parser(**defaults):
     mmsi.add_argument('--val_num_instances', type=positive_int, default=1)
     mmsi.add_argument('--meta_lr', type=positive_float, default=None,
                       help='step size of the virtual update (default: --lr)')
+    mmsi.add_argument('--pair_weights', choices=losses.PAIR_WEIGHTS, default='auto',
+                      help='how pair weights enter the weighted loss: official (the official '
+                           'code, Con and MS only), gradient (any loss: weights on dL/dS), auto '
+                           '(official where it exists); resolved when parsed')
     mmsi.add_argument('--meta_grad', choices=('jvp', 'exact'), default='jvp',
                       help='jvp: forward-mode fast path; exact: double-backward reference')
 
@@ -152,11 +175,82 @@ def build_parser(**defaults):
     return parser
 
 
+def loss_parameter(text):
+    """NAME=VALUE -> (name, value); the value an int, a float or else a string."""
+    name, sep, value = str(text).partition('=')
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f'expected NAME=VALUE, got {text!r}')
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def parse_args(argv=None, **defaults):
+    """The flags, with the defaults that depend on others resolved: --meta_lr, the loss's
+    parameters and --pair_weights (resolve_loss_flags)."""
     args = build_parser(**defaults).parse_args(argv)
     if args.meta_lr is None:
         args.meta_lr = args.lr
+    resolve_loss_flags(args)
     return args
+
+
+OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
+
+
+def resolve_loss_flags(args):
+    """Import --loss_module, check --loss, and set
+    args.loss_params: what the rule is given (flags the user set that it declares, and every
+      --loss_param; the rule's own defaults for the rest),
+    args.ignored_loss_flags: official flags given that the rule does not declare (the Run
+      scripts always pass --margin and --alpha),
+    args.pair_weights: 'official' or 'gradient' ('auto' resolved for this loss).
+    InputError for an unknown loss, a --loss_param the rule does not declare, or
+    --pair_weights official for a loss without an official weighted form."""
+    if args.loss_module:
+        import_loss_module(args.loss_module)
+    _, rule = losses.split_name(args.loss)
+    if rule != args.loss:
+        raise InputError(f'--loss {args.loss!r}: give the loss itself ({rule}); the trainers '
+                         f'build its forms')
+    declared = losses.parameters(rule)
+    given = {flag: getattr(args, flag) for flag in OFFICIAL_LOSS_FLAGS
+             if getattr(args, flag) is not None}
+    extra = dict(args.loss_param)
+    unknown = [name for name in extra if name not in declared]
+    if unknown:
+        raise InputError(f'--loss_param {unknown[0]}: {rule} has no such parameter; its '
+                         f'parameters: {", ".join(declared) or "none"}')
+    both = [name for name in extra if name in given and given[name] != extra[name]]
+    if both:
+        raise InputError(f'--{both[0]} {given[both[0]]} and --loss_param {both[0]}='
+                         f'{extra[both[0]]} disagree; give one')
+    args.loss_params = {**{k: v for k, v in given.items() if k in declared}, **extra}
+    args.ignored_loss_flags = {k: v for k, v in given.items() if k not in declared}
+    args.pair_weights = losses.resolve_pair_weights(rule, args.pair_weights)
+
+
+def import_loss_module(spec):
+    """Import a .py file or a module by name (for its losses.register calls)."""
+    try:
+        if spec.endswith('.py'):
+            if not os.path.isfile(spec):
+                raise InputError(f'--loss_module {spec}: no such file')
+            name = os.path.splitext(os.path.basename(spec))[0]
+            module_spec = importlib.util.spec_from_file_location(name, spec)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except InputError:
+        raise
+    except Exception as err:  # any error of the user's module: say where it came from
+        raise InputError(f'--loss_module {spec}: cannot import it ({type(err).__name__}: '
+                         f'{err})') from None
 
 
 def dict_min_classes(args, num_train_classes):

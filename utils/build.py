@@ -191,8 +191,9 @@ def build_optimizer(args, model):
 
 
 def build_criteria(args):
-    """Every form of --loss (LossForms)."""
-    return losses.forms_of(args.loss, margin=args.margin, alpha=args.alpha, beta=args.beta)
+    """Every form of --loss (LossForms), with the parameters and pair weights that
+    utils.args.resolve_loss_flags settled."""
+    return losses.forms_of(args.loss, pair_weights=args.pair_weights, **args.loss_params)
 
 
 def build_dictionary(args, num_classes, device):
@@ -274,6 +275,12 @@ def describe_run(run, dataset, checkpoint):
               f'per epoch; MMSI {"on" if args.MMSI else "off"}'
               + (f'; {run.dist.world_size} processes, batch {args.batch_size} per process'
                  if run.dist.enabled else ''))
+    params = {**losses.parameters(args.loss), **args.loss_params}
+    log.print(f'Loss: {args.loss} ({", ".join(f"{k} {v}" for k, v in params.items())})'
+              + (f'; pair weights {args.pair_weights}' if args.MMSI else ''))
+    if args.ignored_loss_flags:
+        log.print(f'Not parameters of {args.loss}, ignored: ' + ', '.join(
+            f'--{k} {v}' for k, v in args.ignored_loss_flags.items()))
     if args.MMSI:
         log.print(f'MMSI: meta_grad {args.meta_grad}, meta_lr {args.meta_lr}, dictionary d_size '
                   f'{args.d_size}, capacity {run.dictionary.capacity} rows, warm-up until '

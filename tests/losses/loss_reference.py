@@ -95,3 +95,91 @@ def unit_rows(rows, cols, seed, dtype=torch.float64):
     return x / x.norm(dim=1, keepdim=True)
 
 
+
+
+# ---- Triplet, Circle, SupCon: loops over anchors, positives and negatives ----------------------
+# Each takes sim(i, j), the similarity of anchor (query) i and item j, so that the same loop
+# serves a batch, the dictionary, and an explicit similarity matrix (for dL/dS).
+
+def partners(i, labels, keys_labels, exclude_self):
+    pos = [j for j in range(len(keys_labels)) if keys_labels[j] == labels[i]
+           and not (exclude_self and j == i)]
+    neg = [j for j in range(len(keys_labels)) if keys_labels[j] != labels[i]]
+    return pos, neg
+
+
+def triplet_selection(sim, labels, keys_labels, margin, exclude_self=True):
+    chosen = set()
+    for i in range(len(labels)):
+        pos, neg = partners(i, labels, keys_labels, exclude_self)
+        for p in pos:
+            for n in neg:
+                if float(sim(i, n).detach() - sim(i, p).detach() + margin) > 0:
+                    chosen |= {(i, p, 'pos'), (i, n, 'neg')}
+    return chosen
+
+
+def triplet_value(sim, num_queries, chosen, margin):
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(num_queries):
+        pos = [j for a, j, kind in chosen if a == i and kind == 'pos']
+        neg = [j for a, j, kind in chosen if a == i and kind == 'neg']
+        for p in pos:
+            for n in neg:
+                total = total + torch.relu(sim(i, n) - sim(i, p) + margin)
+    return total / num_queries
+
+
+def both_sided_selection(labels, keys_labels, exclude_self=True):
+    """Every pair of the anchors that have a positive and a negative (Circle)."""
+    chosen = set()
+    for i in range(len(labels)):
+        pos, neg = partners(i, labels, keys_labels, exclude_self)
+        if pos and neg:
+            chosen |= {(i, j, 'pos') for j in pos} | {(i, j, 'neg') for j in neg}
+    return chosen
+
+
+def circle_value(sim, num_queries, chosen, m=0.4, gamma=80.0):
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(num_queries):
+        pos = [j for a, j, kind in chosen if a == i and kind == 'pos']
+        neg = [j for a, j, kind in chosen if a == i and kind == 'neg']
+        if not pos or not neg:
+            continue
+        pos_terms, neg_terms = [], []
+        for p in pos:
+            s = sim(i, p)
+            alpha_p = max(1 + m - float(s.detach()), 0.0)  # a constant, not differentiated
+            pos_terms.append(-gamma * alpha_p * (s - (1 - m)))
+        for n in neg:
+            s = sim(i, n)
+            alpha_n = max(float(s.detach()) + m, 0.0)
+            neg_terms.append(gamma * alpha_n * (s - m))
+        inner = torch.logsumexp(torch.stack(neg_terms), 0) + torch.logsumexp(
+            torch.stack(pos_terms), 0)
+        total = total + torch.nn.functional.softplus(inner)
+    return total / num_queries
+
+
+def supcon_selection(labels, keys_labels, exclude_self=True):
+    """Every pair of the anchors that have a positive, except an anchor whose one partner is a
+    single positive (its term is S/t - log exp(S/t) = 0)."""
+    chosen = set()
+    for i in range(len(labels)):
+        pos, neg = partners(i, labels, keys_labels, exclude_self)
+        if pos and (neg or len(pos) > 1):
+            chosen |= {(i, j, 'pos') for j in pos} | {(i, j, 'neg') for j in neg}
+    return chosen
+
+
+def supcon_value(sim, num_queries, chosen, temperature=0.1):
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(num_queries):
+        pos = [j for a, j, kind in chosen if a == i and kind == 'pos']
+        every = [j for a, j, kind in chosen if a == i]
+        if not pos:
+            continue
+        log_denominator = torch.log(sum(torch.exp(sim(i, a) / temperature) for a in every))
+        total = total - sum(sim(i, p) / temperature - log_denominator for p in pos) / len(pos)
+    return total / num_queries

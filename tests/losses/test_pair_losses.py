@@ -136,8 +136,8 @@ def test_float32_matches_float64_reference(rule, margin):
 
 
 def test_unknown_loss_name():
-    with pytest.raises(ValueError, match="--loss 'Triplet' is unknown; known: Con, SCon"):
-        losses.create('Triplet')
+    with pytest.raises(ValueError, match="--loss 'Hinge' is unknown; known: Con, SCon"):
+        losses.create('Hinge')
 
 
 def test_pair_similarity_stats():
