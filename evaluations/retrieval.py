@@ -1,4 +1,4 @@
-"""Retrieval metrics of an embedding: Recall@K and MAP@R, computed in query chunks.
+"""Retrieval metrics of an embedding: Recall@K, MAP@R and R-Precision, computed in query chunks.
 
 Similarity is the dot product of float32 embeddings (the caller L2-normalises them).
 The full query x gallery similarity matrix is never built: queries are processed in chunks
@@ -70,12 +70,23 @@ def map_at_r(query, query_labels, gallery=None, gallery_labels=None, *,
     return metrics['MAP@R']
 
 
+def r_precision(query, query_labels, gallery=None, gallery_labels=None, *,
+                chunk_size=None, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES):
+    """R-Precision (Musgrave et al. 2020) as a Python float: for a query with R positives in the
+    gallery (self excluded by index when `gallery` is None), the fraction of positives among
+    its first R retrieved items. Ties, queries with R = 0 and arguments as in `map_at_r`.
+    """
+    metrics = _evaluate(query, query_labels, gallery, gallery_labels, ks=(), with_map=True,
+                        chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)
+    return metrics['R-Precision']
+
+
 def retrieval_metrics(query, query_labels, gallery=None, gallery_labels=None, ks=(1, 2, 4, 8), *,
                       chunk_size=None, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES):
-    """Recall@K for every K and MAP@R in one pass over the query chunks.
+    """Recall@K for every K, MAP@R and R-Precision in one pass over the query chunks.
 
-    Returns {'R@1': float, ..., 'MAP@R': float}; definitions, tie rule and arguments as in
-    `recall_at_ks` and `map_at_r`.
+    Returns {'R@1': float, ..., 'MAP@R': float, 'R-Precision': float}; definitions, tie rule
+    and arguments as in `recall_at_ks`, `map_at_r` and `r_precision`.
     """
     return _evaluate(query, query_labels, gallery, gallery_labels, ks, with_map=True,
                      chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)
@@ -103,11 +114,12 @@ def _evaluate(query, query_labels, gallery, gallery_labels, ks, with_map, chunk_
     hits = torch.zeros(len(ks), dtype=torch.int64, device=query.device)
     has_pos = torch.zeros(num_queries, dtype=torch.bool, device=query.device)
     average_precision = torch.zeros(num_queries, dtype=torch.float64, device=query.device)
+    precision_at_r = torch.zeros(num_queries, dtype=torch.float64, device=query.device)
     ks_tensor = torch.tensor(ks, dtype=torch.int64, device=query.device)
 
     for start in range(0, num_queries, chunk_size):
         chunk = slice(start, start + chunk_size)
-        num_pos, neg_above_best, chunk_ap = _score_chunk(
+        num_pos, neg_above_best, chunk_r_metrics = _score_chunk(
             query[chunk], query_labels[chunk], gallery, gallery_labels,
             self_column=start if self_excluded else None, largest_class=largest_class,
             with_map=with_map)
@@ -115,11 +127,12 @@ def _evaluate(query, query_labels, gallery, gallery_labels, ks, with_map, chunk_
         # Pessimistic ties: a query hits at K iff fewer than K negatives have sim >= best positive.
         hits += (has_pos[chunk, None] & (neg_above_best[:, None] < ks_tensor)).sum(dim=0)
         if with_map:
-            average_precision[chunk] = chunk_ap
+            average_precision[chunk], precision_at_r[chunk] = chunk_r_metrics
 
     metrics = {f'R@{k}': hits[i].item() / num_queries for i, k in enumerate(ks)}
-    if with_map:
-        metrics['MAP@R'] = average_precision[has_pos].mean().item() if has_pos.any() else 0.0
+    if with_map:  # means over the queries that have a positive
+        for name, values in (('MAP@R', average_precision), ('R-Precision', precision_at_r)):
+            metrics[name] = values[has_pos].mean().item() if has_pos.any() else 0.0
     return metrics
 
 
@@ -128,7 +141,7 @@ def _score_chunk(query, query_labels, gallery, gallery_labels, self_column, larg
     """One chunk of c queries against the whole gallery [M, D].
 
     Returns R per query [c], #(negatives with sim >= best positive sim) [c] and, when with_map,
-    AP@R per query [c] (else None). self_column: gallery index of the chunk's first query when
+    (AP@R, R-Precision) per query, [c] each (else None). self_column: gallery index of the chunk's first query when
     the queries are their own gallery (their own rows are then excluded), else None.
     Kept in its own function so that the chunk's [c, M] tensors are freed before the next.
     """
@@ -150,13 +163,14 @@ def _score_chunk(query, query_labels, gallery, gallery_labels, self_column, larg
     del same_label
 
     neg_above_best = (neg_sim >= top_pos_sim[:, :1]).sum(dim=1, dtype=torch.int32)
-    chunk_ap = _average_precision_at_r(neg_sim, top_pos_sim, num_pos) if with_map else None
-    return num_pos, neg_above_best, chunk_ap
+    r_metrics = _metrics_at_r(neg_sim, top_pos_sim, num_pos) if with_map else None
+    return num_pos, neg_above_best, r_metrics
 
 
-def _average_precision_at_r(neg_sim, top_pos_sim, num_pos):
-    """AP@R of each query row (0 when R = 0), from its negatives' similarities [c, M] (-inf
-    elsewhere) and its positives' similarities in descending order [c, P] (-inf beyond R).
+def _metrics_at_r(neg_sim, top_pos_sim, num_pos):
+    """(AP@R, R-Precision) of each query row (0 when R = 0), from its negatives' similarities
+    [c, M] (-inf elsewhere) and its positives' similarities in descending order [c, P] (-inf
+    beyond R).
 
     Under the pessimistic ranking the j-th positive (j = 1..R) sits at rank
     j + #(negatives with sim >= its sim). Only ranks up to R matter, so counting against the
@@ -170,9 +184,11 @@ def _average_precision_at_r(neg_sim, top_pos_sim, num_pos):
     position = torch.arange(1, max_pos + 1, device=neg_sim.device)  # j
     rank = position[None, :] + neg_at_or_above
     # rank <= R also drops the padding (j > R implies rank > R).
-    counted = rank <= num_pos[:, None]
+    counted = rank <= num_pos[:, None]  # the positives among the first R retrieved
     precision = position[None, :].double() / rank.double()
-    return (precision * counted).sum(dim=1) / num_pos.clamp(min=1).double()
+    per_positive = num_pos.clamp(min=1).double()
+    return ((precision * counted).sum(dim=1) / per_positive,
+            counted.sum(dim=1).double() / per_positive)
 
 
 def _chunk_rows(num_gallery, largest_class, max_chunk_bytes):

@@ -65,10 +65,17 @@ def optional_path(text):
     return None if str(text).lower() in ('', 'none', 'null') else text
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except a None one (the help says what unset means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser(**defaults):
     parser = argparse.ArgumentParser(
         description='Deep metric learning with MMSI (meta-mining with semi-global information).',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
 
     data = parser.add_argument_group('data')
     data.add_argument('--data', default='cub', help=' | '.join(SPECS))
@@ -173,6 +180,12 @@ def build_parser(**defaults):
 
     parser.set_defaults(**defaults)
     return parser
+
+
+def mmsi_only_flags():
+    """The flags of the MMSI group (those that change nothing when --MMSI is 0)."""
+    group = next(g for g in build_parser()._action_groups if g.title == 'MMSI')
+    return {action.dest for action in group._group_actions} - {'MMSI'}
 
 
 def loss_parameter(text):

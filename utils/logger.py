@@ -67,7 +67,7 @@ def read_metrics(path):
 STAT_ORDER = ('loss', 'pos_sim', 'neg_sim', 'val_loss', 'w_mean', 'w_max', 'w_pos_frac',
               'w_pos_pairs', 'w_neg_pairs')
 # The evaluation metrics of a "Recall ..." line, in this order after the R@K.
-RETRIEVAL_SUMMARY = ('MAP@R',)
+RETRIEVAL_SUMMARY = ('MAP@R', 'R-Precision')
 
 
 def format_stat(value):
@@ -93,7 +93,8 @@ def format_recalls(metrics):
 
 
 def recall_line(where, metrics):
-    """`Recall epoch 3: R@1 0.6685  R@2 ...  MAP@R 0.1256` (what utils/plot.py reads back)."""
+    """`Recall epoch 3: R@1 0.6685  R@2 ...  MAP@R 0.1256  R-Precision 0.2301` (utils/plot.py
+    reads R@1 back)."""
     shown = {k: v for k, v in metrics.items() if k.startswith('R@')}
     shown.update((k, metrics[k]) for k in RETRIEVAL_SUMMARY if k in metrics)
     return f'Recall {where}: {format_recalls(shown)}'

@@ -1,8 +1,10 @@
-"""Recall@K and MAP@R against a plain per-query loop that sorts the whole gallery."""
+"""Recall@K, MAP@R and R-Precision against a plain per-query loop that sorts the whole
+gallery."""
 import pytest
 import torch
 
-from evaluations import RECALL_KS, map_at_r, recall_at_ks, recall_ks_for, retrieval_metrics
+from evaluations import (RECALL_KS, map_at_r, r_precision, recall_at_ks, recall_ks_for,
+                         retrieval_metrics)
 
 KS = (1, 2, 3, 4, 8, 16, 100)
 # Labels far from 0..C-1: negative, large and gappy.
@@ -29,7 +31,7 @@ def reference_metrics(query, query_labels, gallery, gallery_labels, ks):
     if self_excluded:
         gallery, gallery_labels = query, query_labels
     hits = [0] * len(ks)
-    ap_values = []
+    ap_values, r_precision_values = [], []
     for q in range(len(query)):
         ranked = ranked_gallery(query[q], query_labels[q], gallery, gallery_labels,
                                 skip_index=q if self_excluded else None)
@@ -46,8 +48,11 @@ def reference_metrics(query, query_labels, gallery, gallery_labels, ks):
                     found += 1
                     precision_sum += found / rank
             ap_values.append(precision_sum / num_pos)
+            r_precision_values.append(sum(positive_flags[:num_pos]) / num_pos)
     metrics = {f'R@{k}': hits[i] / len(query) for i, k in enumerate(ks)}
     metrics['MAP@R'] = sum(ap_values) / len(ap_values) if ap_values else 0.0
+    metrics['R-Precision'] = (sum(r_precision_values) / len(r_precision_values)
+                              if r_precision_values else 0.0)
     return metrics
 
 
@@ -195,7 +200,25 @@ def test_wrappers_agree_with_the_single_pass():
     assert recall_at_ks(emb, labels, ks=(1, 2, 4)) == [metrics['R@1'], metrics['R@2'],
                                                        metrics['R@4']]
     assert map_at_r(emb, labels) == metrics['MAP@R']
+    assert r_precision(emb, labels) == metrics['R-Precision']
     assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_r_precision_by_hand_with_a_tie_and_duplicates():
+    """Query (1, 0) against items 0.9 (positive), 0.5 (positive) and 0.5 (negative): the
+    negative tied with a positive ranks first, so 1 of the first R = 2 is a positive."""
+    query = torch.tensor([[1.0, 0.0]])
+    gallery = torch.tensor([[0.9, 0.1], [0.5, 0.8], [0.5, -0.8], [1.0, 0.0]])
+    assert r_precision(query, torch.tensor([1]), gallery[:3], torch.tensor([1, 1, 2])) == 0.5
+    # a duplicate of the query with its label: R = 3, ranked dup, 0.9, then the tie: 2 of 3
+    assert r_precision(query, torch.tensor([1]), gallery,
+                       torch.tensor([1, 1, 2, 1])) == pytest.approx(2 / 3, abs=1e-12)
+    # a duplicate with another label ranks first: 1 of the first 2
+    assert r_precision(query, torch.tensor([1]), gallery, torch.tensor([1, 1, 2, 2])) == 0.5
+    # the query set as its own gallery, self excluded by index: queries 0, 1, 2 score 1/2,
+    # 1 and 1; query 3 has no positive and is left out
+    both = torch.cat([query, gallery[:3]])
+    assert r_precision(both, torch.tensor([1, 1, 1, 2])) == pytest.approx(2.5 / 3, abs=1e-12)
 
 
 def test_float64_input_and_int32_labels_are_accepted():

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Does MMSI help? A grid of runs (losses x MMSI on/off x pair-weight forms x seeds), summarised
+# with 95% confidence intervals by utils/compare.py. Defaults: the Glyphs demo's settings
+# (fine-tuning a plain-MS stage 1 per seed). Any variable below can be set from the environment:
+#   LOSSES="MS Triplet" SEEDS="0 1 2" VARY="val_batch_size=10,40" bash Run_compare.sh
+# EXTRA_ARGS adds training flags; QUICK=1 runs the harness's small version (--quick).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+DATA=${DATA:-glyphs}
+DATA_ROOT=${DATA_ROOT:-DataSet}
+LOSSES=${LOSSES:-MS}
+MMSI_VALUES=${MMSI_VALUES:-0 1}
+PAIR_WEIGHTS=${PAIR_WEIGHTS:-auto}
+SEEDS=${SEEDS:-0 1 2}
+VARY=${VARY:-}                    # e.g. "val_batch_size=10,40 d_size=5,20"
+VARY_LOSSES=${VARY_LOSSES:-}
+PROTOCOL=${PROTOCOL:-finetune}
+STAGE1_EPOCHS=${STAGE1_EPOCHS:-12}
+STAGE1_LR=${STAGE1_LR:-1e-4}
+JOBS=${JOBS:-1}
+THREADS=${THREADS:-}
+QUICK=${QUICK:-0}
+OUT=${OUT:-compare_output/${DATA}}
+WIDTH=${WIDTH:-64}
+ORIGIN_WIDTH=${ORIGIN_WIDTH:-72}
+BatchSize=${BatchSize:-40}
+NUM_INSTANCES=${NUM_INSTANCES:-5}
+LR=${LR:-1e-5}
+EPOCHS=${EPOCHS:-6}
+SAVE_STEP=${SAVE_STEP:-2}
+PRETRAINED=${PRETRAINED:-none}
+
+harness=(--out "$OUT" --losses $LOSSES --mmsi $MMSI_VALUES --pair_weights $PAIR_WEIGHTS
+         --seeds $SEEDS --protocol "$PROTOCOL" --stage1_epochs "$STAGE1_EPOCHS"
+         --stage1_lr "$STAGE1_LR" --jobs "$JOBS")
+for axis in $VARY; do harness+=(--vary "$axis"); done
+[ -n "$VARY_LOSSES" ] && harness+=(--vary_losses $VARY_LOSSES)
+[ -n "$THREADS" ] && harness+=(--threads "$THREADS")
+[ "$QUICK" = 1 ] && harness+=(--quick)
+
+training=(--data "$DATA" --data_root "$DATA_ROOT" --width "$WIDTH" --origin_width "$ORIGIN_WIDTH"
+          --batch_size "$BatchSize" --num_instances "$NUM_INSTANCES" --lr "$LR"
+          --epochs "$EPOCHS" --save_step "$SAVE_STEP" --pretrained "$PRETRAINED"
+          --nThreads 2 --progress 0 --print_freq 6)
+read -r -a extra <<< "${EXTRA_ARGS:-}"
+training+=("${extra[@]}")
+
+echo "$PYTHON utils/compare.py ${harness[*]} -- ${training[*]}"
+exec "$PYTHON" utils/compare.py "${harness[@]}" -- "${training[@]}"
