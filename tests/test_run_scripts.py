@@ -128,3 +128,7 @@ def test_sigterm_to_the_group_lets_the_training_save_and_the_script_copy_the_res
     output, _ = script.communicate(timeout=60)
     assert script.returncode == 128 + signal.SIGTERM, output
     assert [p.read_text() for p in results.rglob('*.txt')] == ['Recall epoch 0: R@1 0.5\n']
+
+
+def test_loader_workers_default_to_the_usable_cpus():
+    assert parse_args([]).nThreads == min(16, len(os.sched_getaffinity(0)))
