@@ -265,10 +265,24 @@ def test_absurd_learning_rate_stops_with_every_checkpoint_finite(glyphs_root, tm
                                       '--checkpoint_minutes', '1e-6', mmsi=1, epochs=2))
     assert status == MMSI_train.EXIT_NON_FINITE
     err = capsys.readouterr().err
-    assert re.search(r'^error: non-finite [a-z ]+ at epoch 1 iteration 3 ', err, re.M), err
+    assert 'error: non-finite validation loss at epoch 1 iteration 3 (L_G is nan)' in err, err
     checkpoints = sorted(save_dir.glob('*.pth.tar'))
     assert [path.name for path in checkpoints] == ['last.pth.tar']
     assert load(checkpoints[0])['iteration'] == 2 and all_finite(load(checkpoints[0]))
+
+
+def test_non_finite_embeddings_stop_the_evaluation(glyphs_root, tmp_path, monkeypatch, capsys):
+    original = MMSI_train.extract_features
+
+    def overflowing(*args, **kwargs):
+        emb, labels = original(*args, **kwargs)
+        return emb * float('inf'), labels
+    monkeypatch.setattr(MMSI_train, 'extract_features', overflowing)
+    save_dir = tmp_path / 'overflow'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir)) == MMSI_train.EXIT_NON_FINITE
+    assert ('error: non-finite embeddings at epoch 0 iteration 0 (in the evaluation; the '
+            'parameters are finite); no checkpoint had been written') in capsys.readouterr().err
+    assert not (save_dir / 'metrics.jsonl').exists()
 
 
 def test_non_finite_parameters_are_read_at_the_next_synchronisation():
