@@ -72,7 +72,8 @@ def main(argv=None, **defaults):
 def handle_stop_signals(run):
     """The first SIGTERM or SIGINT asks for a stop at the next iteration boundary
     (`run.stop_signal`); a second one exits at once, leaving the last complete checkpoint (they
-    are written atomically). Loader workers ignore both (utils/build.py)."""
+    are written atomically). Loader workers leave both to this process
+    (DataSet/image_list.leave_signals_to_main_process)."""
     first = None
 
     def handler(signum, frame):

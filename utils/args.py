@@ -79,7 +79,8 @@ def build_parser(**defaults):
     data.add_argument('--ratio', type=area_fraction, default=0.16,
                       help='smallest area fraction of the random resized crop')
     data.add_argument('--nThreads', '-j', type=nonnegative_int, default=default_workers(),
-                      help='data loading workers (default: the usable CPUs, at most 16)')
+                      help='data loading workers; by default the CPUs this process may use, at '
+                           'most 16')
     data.add_argument('--input_pipeline', choices=('pil', 'tensor', 'gpu'), default='pil',
                       help='pil: the reference transforms; tensor: torchvision.io decoding and '
                            'one resampling in the workers; gpu: nvJPEG decoding and cropping on '
