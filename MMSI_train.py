@@ -11,20 +11,27 @@ Reading order: `main` parses the flags, builds the run (utils/build.py), trains 
 epoch (`train`, with trainer.train_epoch and the step of trainer.py or trainer_MMSI.py) and
 evaluates it (`evaluate`).
 """
+import os
 import signal
 import sys
+import threading
 import time
 
 import trainer
-from evaluations import extract_features, recall_ks_for, retrieval_metrics
+from evaluations import ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics
 from utils.args import parse_args
 from utils.build import build_run
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import LAST_CHECKPOINT, epoch_checkpoint_name, save_checkpoint
 from utils.distributed import Distributed
 from utils.errors import InputError
 from utils.logger import format_skipped, format_stats, recall_line
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Launchers deliver one stop request more than once: SLURM signals every process of a job step,
+# and torchrun forwards the signal it got to its workers. A repeat within this many seconds is
+# the same request; a later one exits at once.
+SAME_REQUEST_SECONDS = 2.0
 
 setup = build_run  # MMSI_train.setup(parse_args([...])): a built run, for notebooks and tests
 
@@ -35,22 +42,61 @@ class StopRequested(Exception):
 
 def main(argv=None, **defaults):
     """Parse, build the run, train it. Returns the exit status. `defaults` override the
-    flags' defaults (train.py: MMSI=0; MMSI_SOP_train.py: the SOP configuration)."""
+    flags' defaults (train.py: MMSI=0; MMSI_SOP_train.py: the SOP configuration). The signal
+    handlers it installs are removed again when it returns."""
     run, dist = None, Distributed.from_environment()
+    previous_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         run = build_run(parse_args(argv, **defaults), dist)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda number, frame: setattr(run, 'stop_signal', number))
+        handle_stop_signals(run)
         return train(run)
     except InputError as err:
         print(f'error: {last_line(err)}', file=sys.stderr)
         return EXIT_BAD_INPUT
     except StopRequested:
         return EXIT_SIGNAL + run.stop_signal
+    except trainer.NonFinite as err:
+        stop_non_finite(run, err)
+        return EXIT_NON_FINITE
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
+        return EXIT_SIGNAL + signal.SIGINT
     finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
         if run is not None and run.log is not None:
             run.log.close()
         dist.stop()
+
+
+def handle_stop_signals(run):
+    """The first SIGTERM or SIGINT asks for a stop at the next iteration boundary
+    (`run.stop_signal`); a second one exits at once, leaving the last complete checkpoint (they
+    are written atomically). Loader workers leave both to this process
+    (DataSet/image_list.leave_signals_to_main_process)."""
+    first = None
+
+    def handler(signum, frame):
+        nonlocal first
+        name = signal.Signals(signum).name
+        if first is None:
+            first = time.monotonic()
+            run.stop_signal = run.stop_signal or signum
+            note(run, f'{name} received: stopping at the next iteration boundary (a second '
+                      f'signal exits at once)')
+        elif time.monotonic() - first > SAME_REQUEST_SECONDS:
+            note(run, f'second {name}: exiting at once; the last checkpoint is complete')
+            os._exit(EXIT_SIGNAL + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handler)
+
+
+def note(run, message):
+    """A line on stderr from a signal handler: os.write, as the handler may interrupt a print."""
+    if run.dist.is_main:
+        os.write(sys.stderr.fileno(), (message + '\n').encode())
 
 
 def train(run):
@@ -59,55 +105,88 @@ def train(run):
     args = run.args
     epoch, first_batch, meter_state = run.resume_point
     if epoch == 1 and first_batch == 0 and not run.log.history:
-        evaluate_and_record(run, {'epoch': 0})
+        evaluate_and_record(run, {'epoch': 0}, position=(0, 0, None))
     for epoch in range(epoch, args.epochs + 1):
         tic = time.time()
-        try:
-            meter = trainer.train_epoch(
-                run, epoch, lambda iteration, meter: after_iteration(run, epoch, iteration, meter),
-                first_batch, meter_state)
-        except trainer.NonFiniteLoss as err:
-            path = save_checkpoint(run, epoch, err.iteration - 1, err.meter)
-            run.log.print(f'error: non-finite loss at epoch {epoch} iteration {err.iteration} '
-                          f'({err}); the last finite state is saved in {path}')
-            return EXIT_NON_FINITE
+        meter = trainer.train_epoch(
+            run, epoch, lambda iteration, meter: after_iteration(run, epoch, iteration, meter),
+            first_batch, meter_state)
         first_batch, meter_state = 0, None
         row = epoch_row(run, epoch, meter, time.time() - tic)
         run.log.print(epoch_line(row))
+        trainer.check_parameters(run, epoch, meter.iterations)
         if epoch % args.save_step == 0 or epoch == args.epochs:
-            evaluate_and_record(run, row)
+            # abandoned: the epoch is saved as its last iteration, to evaluate on resuming
+            evaluate_and_record(run, row, position=(epoch, meter.iterations, meter))
         else:
             run.log.record(row)
         save_checkpoint(run, epoch)
         if epoch % args.save_step == 0:
-            save_checkpoint(run, epoch, name=f'ckp_ep{epoch}.pth.tar')
+            save_checkpoint(run, epoch, name=epoch_checkpoint_name(epoch))
     run.log.timestamped('Training finished')
     return 0
 
 
 def after_iteration(run, epoch, iteration, meter):
-    """Evaluate every --eval_every iterations; stop at this boundary when a signal arrived
-    (on any process)."""
+    """Evaluate every --eval_every iterations; stop at this boundary when a signal arrived, or
+    write last.pth.tar when --checkpoint_minutes have passed since the last one (decided
+    together by all processes)."""
     every = run.args.eval_every
     if every and run.global_step % every == 0:
+        trainer.check_parameters(run, epoch, iteration)
         evaluate_and_record(run, {'epoch': epoch, 'iteration': iteration,
                                   'per_epoch': run.iterations_per_epoch,
-                                  'global_step': run.global_step})
-    if run.dist.any_true(run.stop_signal is not None, run.device):
-        run.stop_signal = run.stop_signal or signal.SIGTERM  # another rank got it
-        path = save_checkpoint(run, epoch, iteration, meter)
-        run.log.print(f'{signal.Signals(run.stop_signal).name} received: stopped after '
-                      f'epoch {epoch} iteration {iteration}; resume with --resume {path}')
-        raise StopRequested
+                                  'global_step': run.global_step},
+                            position=(epoch, iteration, meter))
+    minutes = run.args.checkpoint_minutes
+    due = bool(minutes) and time.monotonic() - run.last_checkpoint_time >= minutes * 60
+    stop, due = run.dist.any_true_each([run.stop_signal is not None, due], run.device)
+    if stop:
+        stop_at(run, epoch, iteration, meter)
+    if due:
+        trainer.check_parameters(run, epoch, iteration)
+        save_checkpoint(run, epoch, iteration, meter)
+
+
+def stop_at(run, epoch, iteration, meter, during=''):
+    """Save the state at the boundary after `iteration` of `epoch` and end the run with
+    128 + signal."""
+    run.stop_signal = run.stop_signal or signal.SIGTERM  # another process got it
+    trainer.check_parameters(run, epoch, iteration)
+    path = save_checkpoint(run, epoch, iteration, meter)
+    run.log.print(f'{signal.Signals(run.stop_signal).name} received{during}: stopped after '
+                  f'epoch {epoch} iteration {iteration}; resume with --resume {path}')
+    raise StopRequested
+
+
+def stop_non_finite(run, err):
+    """Log the error. Nothing is saved: every checkpoint written so far is finite."""
+    last = os.path.join(run.args.save_dir, LAST_CHECKPOINT)
+    kept = (f'{last}, written before, is kept' if os.path.exists(last) else
+            'no checkpoint had been written')
+    run.log.error(f'error: non-finite {err.what} at epoch {err.epoch} iteration '
+                  f'{err.iteration} ({err}); {kept}')
 
 
 def evaluate(run):
     """Retrieval metrics on the test split. Each process embeds its shard; the main process
-    scores them all (the metrics do not depend on the order of the embeddings)."""
+    scores them all (the metrics do not depend on the order of the embeddings). Raises, on
+    every process, ExtractionStopped when a stop was requested meanwhile, NonFinite for NaN or
+    infinite embeddings."""
     tic = time.time()
-    emb, labels = extract_features(run.local_embed, run.gallery_loader, run.device,
-                                   progress=run.args.progress and run.dist.is_main,
-                                   desc='evaluate', prepare=run.prepare)
+    try:
+        emb, labels = extract_features(run.local_embed, run.gallery_loader, run.device,
+                                       progress=run.args.progress and run.dist.is_main,
+                                       desc='evaluate', prepare=run.prepare,
+                                       should_stop=lambda: run.stop_signal is not None)
+        stopped = False
+    except ExtractionStopped:
+        stopped = True
+    if run.dist.any_true(stopped, run.device):
+        raise ExtractionStopped
+    # Finite but huge parameters can still overflow in the network.
+    if not run.dist.all_true(bool(emb.isfinite().all()), run.device):
+        raise trainer.NonFinite('embeddings', 'in the evaluation; the parameters are finite')
     emb = run.dist.all_gather_varying(emb.to(run.device))
     labels = run.dist.all_gather_varying(labels.to(run.device))
     metrics = {}
@@ -117,9 +196,17 @@ def evaluate(run):
     return metrics
 
 
-def evaluate_and_record(run, row):
-    """Evaluate, log the Recall line, and record `row` with the metrics in metrics.jsonl."""
-    metrics = evaluate(run)
+def evaluate_and_record(run, row, position):
+    """Evaluate, log the Recall line, and record `row` with the metrics in metrics.jsonl. On a
+    stop request the evaluation is abandoned and the run stops at `position` (epoch, iteration,
+    meter), the iteration boundary the evaluation follows."""
+    try:
+        metrics = evaluate(run)
+    except ExtractionStopped:
+        stop_at(run, *position, during=' during the evaluation (abandoned)')
+    except trainer.NonFinite as err:
+        err.epoch, err.iteration = position[:2]
+        raise
     where = f'epoch {row["epoch"]}' + (f' iteration {row["iteration"]}'
                                        if 'iteration' in row else '')
     run.log.print(recall_line(where, metrics))

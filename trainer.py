@@ -7,16 +7,28 @@ iterations, then `after_iteration(iteration, meter)` (the entry point's hook: ev
 A step returns a dict of 0-d tensors (kept on the device; read only when a line is printed) and
 may name a skip reason under 'skipped'.
 """
-import math
 import time
+
+import torch
+from torch.nn.utils import get_total_norm
 
 import losses
 from utils.logger import format_skipped, format_stats
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; raised before the optimizer step touches the model.
-    train_epoch adds `iteration` (the failing one) and `meter` (the iterations before it)."""
+class NonFinite(RuntimeError):
+    """A NaN or infinity in the run's `what` (the loss, the gradients, the parameters, ...),
+    found before it reached a checkpoint. `epoch` and `iteration`: the iteration that produced
+    it, filled in by train_epoch or by the caller of `check_parameters`."""
+
+    def __init__(self, what, detail, steps_ago=0):
+        super().__init__(detail)
+        self.what = what
+        self.steps_ago = steps_ago  # parameters: iterations since the step that made them
+        self.epoch = self.iteration = None
+
+
+AFTER_STEP = 'after the optimizer step'
 
 
 class EpochMeter:
@@ -60,8 +72,8 @@ def train_epoch(run, epoch, after_iteration, start_iteration=0, meter_state=None
     for iteration, (images, labels) in enumerate(run.train_loader, start_iteration + 1):
         try:
             stats = run.step(run, images, labels)
-        except NonFiniteLoss as err:
-            err.iteration, err.meter = iteration, meter
+        except NonFinite as err:
+            err.epoch, err.iteration = epoch, iteration - err.steps_ago
             raise
         meter.add(dict(stats))
         since_print.add(dict(stats))
@@ -82,20 +94,57 @@ def log_iteration(run, epoch, iteration, total, meter, seconds):
 
 
 def optimizer_step(run, loss):
-    """Backward, then the one host synchronisation of a plain iteration: a NaN or infinite loss
-    stops the run before the optimizer touches the parameters."""
+    """Backward, then the one host synchronisation of an iteration: it reads whether the loss,
+    the gradients and the parameters (as the last step left them) are all finite, and raises
+    NonFinite before the optimizer touches the parameters if not. The finiteness of the
+    parameters this step produces stays on the device until the next synchronisation
+    (`check_parameters` reads it before a checkpoint or an evaluation)."""
     run.optimizer.zero_grad(set_to_none=True)
     (loss if run.scaler is None else run.scaler.scale(loss)).backward()
-    value = float(loss.detach())
-    finite = math.isfinite(value)
-    if not run.dist.all_true(finite, run.device):  # every process stops together
-        raise NonFiniteLoss(f'loss is {value}' if not finite else
-                            'the loss of another process is not finite')
+    # Under fp16 the gradient scaler skips the steps with infinite gradients itself.
+    grads = [] if run.scaler is not None else [
+        p.grad for p in run.model.parameters() if p.grad is not None]
+    flags = [loss.detach().isfinite(), all_finite(grads, run.device), parameters_finite(run)]
+    loss_ok, grads_ok, params_ok = run.dist.all_true_each(flags, run.device)
+    if not params_ok:  # this is global iteration global_step + 1
+        raise NonFinite('parameters', AFTER_STEP, run.global_step + 1 - run.last_step)
+    if not loss_ok:
+        raise NonFinite('loss', f'loss is {float(loss.detach())}' if not loss.isfinite() else
+                        'the loss of another process is not finite')
+    if not grads_ok:
+        raise NonFinite('gradients', 'the loss is finite, its gradients are not')
     if run.scaler is None:
         run.optimizer.step()
     else:
         run.scaler.step(run.optimizer)
         run.scaler.update()
+    run.parameters_finite = all_finite(list(run.model.parameters()), run.device)
+    run.last_step = run.global_step + 1
+
+
+def check_parameters(run, epoch, iteration):
+    """Before a checkpoint or an evaluation at the boundary after `iteration` of `epoch`: raise
+    NonFinite when the last optimizer step left a NaN or an infinity in the parameters. Reads
+    the device flag (a host sync); every process holds the same parameters, so the processes
+    agree without a collective."""
+    if not bool(parameters_finite(run)):
+        err = NonFinite('parameters', AFTER_STEP, run.global_step - run.last_step)
+        err.epoch, err.iteration = epoch, iteration - err.steps_ago
+        raise err
+
+
+def parameters_finite(run):
+    """The device flag of the last optimizer step (True before the first one)."""
+    if run.parameters_finite is None:
+        return all_finite([], run.device)
+    return run.parameters_finite
+
+
+def all_finite(tensors, device):
+    """A 0-d bool tensor on `device`: no NaN or infinity in any of `tensors`. No host sync."""
+    if not tensors:
+        return torch.ones((), dtype=torch.bool, device=device)
+    return get_total_norm(tensors, float('inf')).isfinite().to(device)
 
 
 def skip_step(run, emb):

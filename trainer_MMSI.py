@@ -4,10 +4,12 @@
 2. Warm-up: while the dictionary holds fewer than --dict_min_classes classes, no update.
 3. (P, N) = pairs the S-form loss mines in e.
 4.-6. g = dL_G/dw at w = 0 (models/meta_layers.py); weights = relu(-g) / max(relu(-g)).
-   Skip the iteration when L_G is exactly 0 or no pair gets a positive weight.
+   Skip the iteration when L_G is exactly 0 or no pair gets a positive weight; stop the run
+   (trainer.NonFinite) when L_G is NaN or infinite.
 7. Real step: L_W(e, weights) on the same batch, reusing e (BN in eval, no dropout: a fresh
    forward would give the same tensor).
 """
+import math
 
 import torch
 
@@ -41,11 +43,17 @@ def mmsi_step(run, images, labels):
         run.local_embed, images, labels, pos_mask, neg_mask, val_images, val_labels, mem_emb,
         mem_labels, criteria.weighted, criteria.semi_global, run.args.meta_lr, method=run.args.meta_grad,
         emb=emb, return_val_loss=True, val_loss_scale=VAL_LOSS_SCALE[run.args.amp])
-    weights = None if val_loss == 0 else normalize_weights(grad)
-    # Processes skip together: the real step is one synchronised update.
-    if not run.dist.all_true(weights is not None, run.device):
+    value = float(val_loss)  # the skip decision; a NaN L_G means NaN embeddings or dictionary
+    weights = None if value == 0 or not math.isfinite(value) else normalize_weights(grad)
+    # Processes skip (or stop) together: the real step is one synchronised update.
+    finite, usable = run.dist.all_true_each([math.isfinite(value), weights is not None],
+                                            run.device)
+    if not finite:
+        raise trainer.NonFinite('validation loss', f'L_G is {value}' if not math.isfinite(value)
+                                else 'L_G of another process is not finite')
+    if not usable:
         skip_step(run, emb)
-        reason = 'zero_val_loss' if val_loss == 0 else 'zero_weights'
+        reason = 'zero_val_loss' if value == 0 else 'zero_weights'
         return {'skipped': reason if weights is None else 'other_process'}
 
     loss = criteria.weighted(emb, labels, weights, pos_mask, neg_mask)

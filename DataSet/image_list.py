@@ -1,11 +1,17 @@
-"""A labelled list of image files, the one Dataset class every data set uses."""
+"""A labelled list of image files, the one Dataset class every data set uses; reading image
+files (whole, or the header only for --check_images); and how loader workers treat signals."""
+import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections import defaultdict
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from utils.errors import InputError
 
@@ -104,12 +110,68 @@ def report_bad_image(dataset, path, err):
             pass  # a rank whose machine does not hold the log: the warning remains
 
 
-def read_image(path):
-    """Open an image file as RGB; any failure becomes one InputError naming the file."""
+def read_image(path, header_only=False):
+    """Open an image file as RGB; any failure becomes one InputError naming the file. With
+    `header_only`, read no further than the header (format and size) and return the size."""
     try:
         with Image.open(path) as image:
-            return image.convert('RGB')
+            return image.size if header_only else image.convert('RGB')
     except FileNotFoundError:
         raise InputError(f'image file not found: {path}') from None
     except (OSError, ValueError, SyntaxError) as err:
         raise InputError(f'cannot decode image {path}: {err}') from None
+
+
+def unreadable_images(paths, workers=0, progress=False):
+    """The InputError messages of the image files among `paths` whose header cannot be read,
+    in list order. `workers` loader processes read them; a progress bar goes to stderr."""
+    loader = DataLoader(_Headers(paths), batch_size=HEADERS_PER_TASK, num_workers=workers,
+                        collate_fn=list, worker_init_fn=leave_signals_to_main_process)
+    errors = []
+    with tqdm(total=len(paths), desc='check images', unit='image', disable=not progress,
+              file=sys.stderr) as bar:
+        for messages in loader:
+            errors += [message for message in messages if message is not None]
+            bar.update(len(messages))
+    return errors
+
+
+HEADERS_PER_TASK = 256
+
+
+class _Headers(Dataset):
+    """Item i: None when image i's header reads, else the error message."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        try:
+            read_image(self.paths[index], header_only=True)
+        except InputError as err:
+            return str(err)
+        return None
+
+
+def leave_signals_to_main_process(worker_id=None):
+    """In a loader worker: SIGINT and SIGTERM are the main process's to handle (it stops at an
+    iteration boundary), also when a batch system, `timeout` or Ctrl-C signals the whole process
+    group. Only a SIGTERM from the worker's own parent, which is how multiprocessing and the
+    DataLoader shut workers down, ends it. Where the sender cannot be told (no sigwaitinfo),
+    SIGTERM keeps its default action."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, 'sigwaitinfo'):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True,
+                         name='sigterm-from-parent').start()
+
+
+def _exit_on_sigterm_from(parent):
+    """Wait for SIGTERM (blocked in every other thread of the worker); exit when `parent`
+    sent it."""
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)

@@ -39,7 +39,8 @@ def make_run(args, loss, mmsi, meta_grad):
     torch.manual_seed(0)
     model = models.create('BN_Inception', data='cub', dim=512).to(device)
     dist = Distributed()
-    run = TrainingRun(args=train_args, dist=dist, device=device, seed=0, model=model,
+    run = TrainingRun(args=train_args, dist=dist, device=device, seed=0, run_id='bench',
+                      model=model,
                       **wrap_network(train_args, model, dist, device)._asdict(),
                       optimizer=build_optimizer(train_args, model),
                       criteria=build_criteria(train_args),

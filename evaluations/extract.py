@@ -5,7 +5,12 @@ import torch
 from tqdm import tqdm
 
 
-def extract_features(model, loader, device='cpu', progress=True, desc='extract', prepare=None):
+class ExtractionStopped(Exception):
+    """extract_features stopped between two batches because `should_stop()` said so."""
+
+
+def extract_features(model, loader, device='cpu', progress=True, desc='extract', prepare=None,
+                     should_stop=None):
     """Run `model` over every `(images, labels)` batch of `loader`, in eval mode.
 
     Returns (embeddings float32 [N, D] on the CPU, labels int64 [N]) in the loader's order.
@@ -13,6 +18,7 @@ def extract_features(model, loader, device='cpu', progress=True, desc='extract',
     own previous training mode (so a BatchNorm frozen in eval inside a training model stays
     frozen). A tqdm bar goes to stderr unless `progress` is False. `prepare(images, device)`
     turns a loader batch into the network input (default: a non-blocking copy to `device`).
+    `should_stop()`, asked before each batch, abandons the extraction with ExtractionStopped.
     """
     previous_modes = {module: module.training for module in model.modules()}
     model.eval()
@@ -21,6 +27,8 @@ def extract_features(model, loader, device='cpu', progress=True, desc='extract',
         with torch.inference_mode():
             for images, labels in tqdm(loader, desc=desc, disable=not progress,
                                        file=sys.stderr, unit='batch'):
+                if should_stop is not None and should_stop():
+                    raise ExtractionStopped
                 inputs = (images.to(device, non_blocking=True) if prepare is None
                           else prepare(images, device))
                 emb = model(inputs)

@@ -209,8 +209,9 @@ class BNInception(nn.Module):
 
 
 def supported_width(width):
-    """The reduction blocks (3c, 4e) need even map sizes: widths 32k-1 ... 32k+6 work."""
-    return (width + 1) % 32 <= 7
+    """The reduction blocks (3c, 4e) need even map sizes: widths 32k-1 ... 32k+6 work, from
+    k = 1 (below 31 pixels the pooling layers run out of map)."""
+    return width >= 31 and (width + 1) % 32 <= 7
 
 
 def _check_same_size(branches, block_id, x):

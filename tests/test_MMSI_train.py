@@ -103,7 +103,9 @@ def test_mmsi_under_bf16_autocast_trains(glyphs_root, tmp_path):
     assert MMSI_train.main(run_args(glyphs_root, save_dir, '--amp', 'bf16', mmsi=1,
                                     epochs=1)) == 0
     row = metrics(save_dir)[-1]
-    assert row['w_max'] == 1.0 and row['loss'] > 0 and 0 <= row['R@1'] <= 1
+    # all-zero embeddings (what fp16 normalisation once gave) would score R@1 0: every other
+    # class ties with the best positive
+    assert row['w_max'] == 1.0 and row['loss'] > 0 and 0 < row['R@1'] <= 1
 
 
 def test_tensor_input_pipeline_trains(glyphs_root, tmp_path):

@@ -2,6 +2,7 @@
 parameters and dictionaries, and the sharded evaluation equals a single-process one."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -20,9 +21,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # Runs MMSI_train.main under torchrun; afterwards every rank saves its parameters and dictionary
-# to STATE_DIR/rank<N>.pth, so that the test can check that the ranks agree.
+# to STATE_DIR/rank<N>.pth (when training finished) and its exit status to rank<N>.status, so
+# that the test can check that the ranks agree. With PREEMPT_AT=N in the environment, rank 1
+# sends SIGTERM to torchrun after global iteration N, as a batch system would, and waits until
+# torchrun has passed it on to the workers.
 RANK_STATE_DRIVER = """
-import sys
+import os, signal, sys, time
 import torch
 sys.path.insert(0, {root!r})
 import MMSI_train
@@ -34,8 +38,21 @@ def train_and_save_state(run):
                f'{states}/rank{{run.dist.rank}}.pth')
     return status
 
+def preempted_after_iteration(run, epoch, iteration, meter):
+    if run.dist.rank == 1 and str(run.global_step) == os.environ.get('PREEMPT_AT'):
+        os.kill(os.getppid(), signal.SIGTERM)
+        deadline = time.time() + 120
+        while run.stop_signal is None and time.time() < deadline:
+            time.sleep(0.01)
+    return original_after_iteration(run, epoch, iteration, meter)
+
 original_train, MMSI_train.train = MMSI_train.train, train_and_save_state
-sys.exit(MMSI_train.main(sys.argv[1:]))
+original_after_iteration = MMSI_train.after_iteration
+MMSI_train.after_iteration = preempted_after_iteration
+status = MMSI_train.main(sys.argv[1:])
+with open(f'{states}/rank{{os.environ["RANK"]}}.status', 'w') as f:
+    f.write(str(status))
+sys.exit(status)
 """
 
 
@@ -51,18 +68,31 @@ def expected_dictionary_size(glyphs_root, epochs=3, d_size=5):
     return sum(min(d_size, count) for count in seen.values())
 
 
+def torchrun(driver, *flags, **env):
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+               '--nproc_per_node', '2', str(driver), *flags]
+    return subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1', **env),
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.parametrize('mmsi', [0, 1])
 def test_two_processes_agree_and_evaluate_like_one(glyphs_root, tmp_path, mmsi):
+    """With --MMSI 0 the run is preempted first: SIGTERM to torchrun, which passes it on; both
+    processes stop at the same iteration boundary, and a resume under torchrun completes."""
     save_dir, states = tmp_path / 'run', tmp_path / 'states'
     states.mkdir()
     driver = tmp_path / 'driver.py'
     driver.write_text(RANK_STATE_DRIVER.format(root=ROOT, states=str(states)))
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-               '--nproc_per_node', '2', str(driver),
-               *run_args(glyphs_root, save_dir, mmsi=mmsi, epochs=3)]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    flags = run_args(glyphs_root, save_dir, mmsi=mmsi, epochs=3)
+    if not mmsi:
+        result = torchrun(driver, *flags, PREEMPT_AT='2')  # epoch 2, iteration 1 of 1
+        assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
+        for rank in (0, 1):
+            assert (states / f'rank{rank}.status').read_text() == str(128 + signal.SIGTERM)
+        assert (save_dir / 'log.txt').read_text().count(
+            'SIGTERM received: stopped after epoch 2 iteration 1;') == 1
+        flags += ['--resume', str(save_dir / 'last.pth.tar')]
+    result = torchrun(driver, *flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     log = (save_dir / 'log.txt').read_text()

@@ -26,7 +26,8 @@ def make_run(name, pair_weights, model, dictionary, val_batch):
     args = parse_args(['--loss', name, '--pair_weights', pair_weights, '--lr', str(LR),
                        '--meta_lr', str(META_LR)])
     return TrainingRun(
-        args=args, dist=Distributed(), device=torch.device('cpu'), seed=0, model=model,
+        args=args, dist=Distributed(), device=torch.device('cpu'), seed=0, run_id='step',
+        model=model,
         train_embed=model, local_embed=model, prepare=lambda images, device: images, scaler=None,
         optimizer=torch.optim.Adam(model.parameters(), lr=LR), criteria=build_criteria(args),
         step=trainer_MMSI.step, dictionary=dictionary, dict_min_classes=1,

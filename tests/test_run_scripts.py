@@ -1,6 +1,8 @@
 """The Run scripts: every variable from the environment, official output layout, clear errors."""
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -93,3 +95,40 @@ def test_out_of_range_flag_values_are_refused_by_name(flag, value, capsys):
         parse_args([f'{flag}={value}'])
     assert stop.value.code == 2
     assert f'argument {flag}' in capsys.readouterr().err.replace('--weight-decay/', '')
+
+
+@pytest.mark.parametrize('variable', ['NPROC', 'NNODES'])
+def test_a_non_numeric_process_count_is_an_error(tmp_path, variable):
+    result, _ = launcher_command(tmp_path, **{variable: 'four'})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {variable} must be a positive integer, got 'four'"
+    assert not (tmp_path / 'argv').exists()  # nothing was launched
+
+
+def test_sigterm_to_the_group_lets_the_training_save_and_the_script_copy_the_results(tmp_path):
+    """A stand-in for python that, like MMSI_train.py, exits with 143 on SIGTERM."""
+    stub = tmp_path / 'python'
+    stub.write_text('#!/bin/bash\n'
+                    'while [ $# -gt 0 ]; do [ "$1" = --save_dir ] && dir=$2; shift; done\n'
+                    'trap \'echo "Recall epoch 0: R@1 0.5" > "$dir/log.txt"; exit 143\' TERM\n'
+                    'mkdir -p "$dir" && touch "$dir/started"\n'
+                    'while true; do sleep 0.1; done\n')
+    stub.chmod(0o755)
+    save_dir, results = tmp_path / 'run', tmp_path / 'result'
+    environment = {**os.environ, 'PYTHON': str(stub), 'SAVE_DIR': str(save_dir),
+                   'RESULT_ROOT': str(results)}
+    script = subprocess.Popen(['bash', os.path.join(ROOT, 'Run_MMSI_Con.sh')], env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    deadline = time.time() + 60
+    while not (save_dir / 'started').exists():
+        assert script.poll() is None and time.time() < deadline, script.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(script.pid, signal.SIGTERM)
+    output, _ = script.communicate(timeout=60)
+    assert script.returncode == 128 + signal.SIGTERM, output
+    assert [p.read_text() for p in results.rglob('*.txt')] == ['Recall epoch 0: R@1 0.5\n']
+
+
+def test_loader_workers_default_to_the_usable_cpus():
+    assert parse_args([]).nThreads == min(16, len(os.sched_getaffinity(0)))

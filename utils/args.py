@@ -12,7 +12,11 @@ import sys
 
 import losses
 from DataSet.specs import SPECS, warmup_classes
+from utils.checkpoint import FORMAT, peek_checkpoint
 from utils.errors import InputError
+
+# Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
+NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
 
 
 def str2bool(text):
@@ -86,13 +90,18 @@ def build_parser(**defaults):
                       help='shorter side after resizing, before cropping')
     data.add_argument('--ratio', type=area_fraction, default=0.16,
                       help='smallest area fraction of the random resized crop')
-    data.add_argument('--nThreads', '-j', type=nonnegative_int, default=16, help='data loading workers')
+    data.add_argument('--nThreads', '-j', type=nonnegative_int, default=default_workers(),
+                      help='data loading workers; by default the CPUs this process may use, at '
+                           'most 16')
     data.add_argument('--input_pipeline', choices=('pil', 'tensor', 'gpu'), default='pil',
                       help='pil: the reference transforms; tensor: torchvision.io decoding and '
                            'one resampling in the workers; gpu: nvJPEG decoding and cropping on '
                            'the GPU (same crop distribution; DataSet/tensor_pipeline.py)')
     data.add_argument('--skip_bad_images', type=str2bool, default=False,
                       help='log undecodable images and use another image of the class')
+    data.add_argument('--check_images', type=str2bool, default=True,
+                      help='before training, read the header (format and size, not the pixels) '
+                           'of every listed image, with --nThreads workers')
 
     model = parser.add_argument_group('model')
     model.add_argument('--net', default='BN_Inception', help='backbone (BN_Inception)')
@@ -165,8 +174,15 @@ def build_parser(**defaults):
     output.add_argument('--eval_batch_size', type=positive_int, default=100)
     output.add_argument('--print_freq', type=positive_int, default=20, help='iterations per log line')
     output.add_argument('--resume', type=optional_path, default=None,
-                        help='checkpoint of this project to continue a run from (an official '
-                             'checkpoint: weights and epoch counter)')
+                        help='checkpoint of this project to continue a run from, with its own '
+                             'flags unless given (an official checkpoint: weights and epoch '
+                             'counter)')
+    output.add_argument('--checkpoint_minutes', type=nonnegative_float, default=10.0,
+                        help='also write last.pth.tar at the first iteration boundary this many '
+                             'minutes after the last one (0: only at epoch ends)')
+    output.add_argument('--overwrite', type=str2bool, default=False,
+                        help='write into a --save_dir that holds another run, or later '
+                             'checkpoints than --resume: those files are deleted first')
     output.add_argument('--progress', type=str2bool, default=True,
                         help='progress bars during feature extraction')
 
@@ -202,9 +218,20 @@ def loss_parameter(text):
 
 
 def parse_args(argv=None, **defaults):
-    """The flags, with the defaults that depend on others resolved: --meta_lr, the loss's
-    parameters and --pair_weights (resolve_loss_flags)."""
-    args = build_parser(**defaults).parse_args(argv)
+    """The flags of `argv`. With --resume of a checkpoint of this project, the checkpoint's
+    arguments are the defaults (except NOT_INHERITED): the run continues with its own flags,
+    and only what `argv` or the entry point's `defaults` give differs (utils/build.py refuses
+    what cannot change within a run). Then the defaults that depend on others are resolved:
+    --meta_lr, the loss's parameters and --pair_weights (resolve_loss_flags)."""
+    parser = build_parser(**defaults)
+    args = parser.parse_args(argv)
+    checkpoint = peek_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None and checkpoint.get('format') == FORMAT:
+        known = vars(args)
+        parser.set_defaults(**{key: value for key, value in checkpoint['args'].items()
+                               if key in known and key not in NOT_INHERITED})
+        parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
     if args.meta_lr is None:
         args.meta_lr = args.lr
     resolve_loss_flags(args)
@@ -264,6 +291,15 @@ def import_loss_module(spec):
     except Exception as err:  # any error of the user's module: say where it came from
         raise InputError(f'--loss_module {spec}: cannot import it ({type(err).__name__}: '
                          f'{err})') from None
+
+
+def default_workers():
+    """The CPUs this process may use, at most 16."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity on this platform
+        usable = os.cpu_count() or 1
+    return min(16, usable)
 
 
 def dict_min_classes(args, num_train_classes):

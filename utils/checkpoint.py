@@ -2,6 +2,8 @@
 states, and reading checkpoint files back."""
 import os
 import random
+import re
+import time
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -11,6 +13,11 @@ from utils.errors import InputError
 
 FORMAT = 'mmsi-checkpoint-1'
 LAST_CHECKPOINT = 'last.pth.tar'
+EPOCH_CHECKPOINT = re.compile(r'ckp_ep(\d+)\.pth\.tar')  # kept every --save_step epochs
+
+
+def epoch_checkpoint_name(epoch):
+    return f'ckp_ep{epoch}.pth.tar'
 
 
 class ResumePoint(NamedTuple):
@@ -26,10 +33,12 @@ def save_checkpoint(run, epoch, iteration=0, meter=None, name=LAST_CHECKPOINT):
     else `iteration` batches of `epoch`, whose statistics `meter` holds. Only the main process
     writes; every process gets the path."""
     path = os.path.join(run.args.save_dir, name)
+    if name == LAST_CHECKPOINT:
+        run.last_checkpoint_time = time.monotonic()
     if not run.dist.is_main:
         return path
     state = {
-        'format': FORMAT, 'epoch': epoch, 'iteration': iteration,
+        'format': FORMAT, 'run_id': run.run_id, 'epoch': epoch, 'iteration': iteration,
         'global_step': run.global_step, 'meter': meter.state() if meter else None,
         'model': run.model.state_dict(), 'optimizer': run.optimizer.state_dict(),
         'dictionary': run.dictionary.state_dict() if run.dictionary else None,
@@ -60,6 +69,13 @@ def restore_training_state(run, checkpoint):
         run.resume_point = ResumePoint(epoch, iteration, checkpoint['meter'])
     else:
         run.resume_point = ResumePoint(epoch + 1)
+
+
+def progress(checkpoint):
+    """(epochs completed, batches of the next epoch) of a checkpoint: comparable between the
+    checkpoints of a run. An official checkpoint counts its epochs."""
+    epoch, iteration = int(checkpoint.get('epoch') or 0), int(checkpoint.get('iteration') or 0)
+    return (epoch - 1, iteration) if iteration else (epoch, 0)
 
 
 def atomic_torch_save(obj, path):
@@ -108,6 +124,16 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
+
+
+def peek_checkpoint(path):
+    """A checkpoint with its tensors left on disk (memory-mapped): its arguments, run id and
+    position, cheaply. None when it cannot be read that way (load_checkpoint says why)."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+    except Exception:  # missing, not a checkpoint, or an old non-zip file: many exception types
+        return None
+    return checkpoint if isinstance(checkpoint, dict) else None
 
 
 def load_checkpoint(path, flag='--resume'):

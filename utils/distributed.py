@@ -77,6 +77,21 @@ class Distributed:
     def any_true(self, flag, device):
         return not self.all_true(not flag, device)
 
+    def all_true_each(self, flags, device):
+        """For each of `flags` (Python bools or 0-d bool tensors): whether it holds on every
+        rank, as a list of bools. One small all-reduce and one host read for all of them."""
+        if not self.enabled and not any(torch.is_tensor(flag) for flag in flags):
+            return [bool(flag) for flag in flags]
+        values = torch.stack([torch.as_tensor(flag, device=device) for flag in flags])
+        values = values.to(torch.int32)
+        if self.enabled:
+            dist.all_reduce(values, op=dist.ReduceOp.MIN)
+        return [bool(value) for value in values.tolist()]
+
+    def any_true_each(self, flags, device):
+        """For each of `flags` (Python bools): whether it holds on any rank."""
+        return [not value for value in self.all_true_each([not flag for flag in flags], device)]
+
     def barrier(self):
         if self.enabled:
             dist.barrier()

@@ -17,6 +17,13 @@ args+=("${START_ARGS[@]}")
 read -r -a extra <<< "${EXTRA_ARGS:-}"
 args+=("${extra[@]}")
 
+for count in NPROC NNODES; do
+    if ! [[ "${!count:-1}" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: $count must be a positive integer, got '${!count}'" >&2
+        exit 2
+    fi
+done
+
 if [ "${NNODES:-1}" -gt 1 ]; then
     # Several machines: run the same command on each with its NODE_RANK (0 writes the outputs).
     : "${MASTER_ADDR:?set MASTER_ADDR to the address of the machine with NODE_RANK=0}"
@@ -31,6 +38,9 @@ fi
 
 mkdir -p "$(dirname "$SAVE_DIR")" "$(dirname "$RESULT_FILE")"
 echo "${launcher[*]} $ENTRY ${args[*]}"
+# SIGTERM / SIGINT to the whole group (SLURM, timeout, Ctrl-C) reach the training too, which
+# saves and exits with 128 + signal; this script waits for it and still copies the results.
+trap 'true' TERM INT
 status=0
 "${launcher[@]}" "$ENTRY" "${args[@]}" || status=$?
 if [ -f "$SAVE_DIR/log.txt" ]; then

@@ -1,5 +1,6 @@
 """Run output: `log.txt` (everything printed, plain text) and `metrics.jsonl` (one JSON object
 per epoch or evaluation: epoch, loss, every R@K, MMSI statistics, seconds)."""
+import fcntl
 import json
 import os
 import sys
@@ -14,7 +15,8 @@ METRICS_FILE = 'metrics.jsonl'
 class RunLog:
     """Prints to stdout and appends to save_dir/log.txt; keeps the metrics history.
 
-    `enabled=False` (ranks other than 0) prints and writes nothing.
+    While open it holds a lock on log.txt, which tells other runs that the folder is in use
+    (`in_use`). `enabled=False` (ranks other than 0) prints and writes nothing.
     """
 
     def __init__(self, save_dir, append=False, enabled=True):
@@ -29,11 +31,19 @@ class RunLog:
             # Always append mode: loader workers add lines too (skipped images), and a writer
             # with its own file offset would overwrite them.
             self._file = open(path, 'a', encoding='utf-8')
+            _flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def print(self, message=''):
+        self._write(message, sys.stdout)
+
+    def error(self, message):
+        """An error line: on stderr, and in log.txt."""
+        self._write(message, sys.stderr)
+
+    def _write(self, message, stream):
         if not self.enabled:
             return
-        print(message, flush=True)
+        print(message, file=stream, flush=True)
         self._file.write(message + '\n')
         self._file.flush()
 
@@ -52,8 +62,31 @@ class RunLog:
 
     def close(self):
         if self._file is not None:
+            # Explicitly: forked loader workers share the open file and would keep the lock.
+            _flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def in_use(log_path):
+    """Whether a running training holds the lock on `log_path` (False on a file system that
+    has no locks)."""
+    with open(log_path, 'rb') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+    return False
+
+
+def _flock(file, operation):
+    """fcntl.flock, where the file system has locks (a run works without)."""
+    try:
+        fcntl.flock(file, operation)
+    except OSError:
+        pass
 
 
 def read_metrics(path):

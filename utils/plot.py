@@ -3,7 +3,9 @@
     python utils/plot.py ckps/con_plain ckps/con_mmsi -o curves.png [--labels plain MMSI]
 
 Each RUN is a save_dir (its metrics.jsonl is read, or its log.txt when there is no metrics
-file), or one of those files directly.
+file), or one of those files directly. A metrics file cut short (a copy of a run being written,
+a full disk) is read up to its last complete line, with a warning. Bad input ends in one
+"error: ..." line and exit status 2.
 """
 import argparse
 import json
@@ -20,17 +22,21 @@ RECALL_LINE = re.compile(r'Recall epoch (\d+)(?: iteration (\d+))?: R@1 ([0-9.]+
 EPOCH_LINE = re.compile(r'Epoch (\d+) done in [0-9.]+s\s+loss ([0-9.eE+-]+)')
 
 
+class PlotError(Exception):
+    """Bad input: main prints it as one line and exits with status 2."""
+
+
 def read_run(path):
     """{'r1': [(epoch, R@1)], 'loss': [(epoch, loss)]} from a run folder or file."""
     if os.path.isdir(path):
         metrics = os.path.join(path, 'metrics.jsonl')
         path = metrics if os.path.exists(metrics) else os.path.join(path, 'log.txt')
     if not os.path.isfile(path):
-        raise SystemExit(f'error: {path}: no metrics.jsonl or log.txt to plot')
+        raise PlotError(f'{path}: no metrics.jsonl or log.txt to plot')
     with open(path, encoding='utf-8') as f:
         text = f.read()
     if path.endswith('.jsonl'):
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = rows_from_metrics(path, text)
     else:
         rows = rows_from_log(text)
     curves = {'r1': [], 'loss': []}
@@ -44,6 +50,21 @@ def read_run(path):
     for points in curves.values():  # a resumed log may repeat an epoch: keep the last value
         points[:] = sorted(dict(points).items())
     return curves
+
+
+def rows_from_metrics(path, text):
+    """The JSON rows of a metrics file; an incomplete last line is left out with a warning."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise PlotError(f'{path}, line {number}: not a JSON object: {line[:60]!r}')
+            print(f'warning: {path}: the last line is incomplete; read the {len(rows)} complete '
+                  f'line(s) before it', file=sys.stderr)
+    return rows
 
 
 def rows_from_log(text):
@@ -61,7 +82,7 @@ def rows_from_log(text):
 def plot_runs(paths, output, labels=None, title=None):
     labels = labels or [os.path.basename(os.path.normpath(p)) or p for p in paths]
     if len(labels) != len(paths):
-        raise SystemExit(f'error: {len(paths)} runs but {len(labels)} --labels')
+        raise PlotError(f'{len(paths)} runs but {len(labels)} --labels')
     fig, (ax_r1, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
     for path, label in zip(paths, labels):
         curves = read_run(path)
@@ -78,8 +99,13 @@ def plot_runs(paths, output, labels=None, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(output, dpi=120)
+    except (OSError, ValueError) as err:  # an unwritable path; an unknown image format
+        reason = getattr(err, 'strerror', None) or err
+        raise PlotError(f'-o {output}: cannot write the figure ({reason})') from None
+    finally:
+        plt.close(fig)
     return output
 
 
@@ -90,7 +116,12 @@ def main(argv=None):
     parser.add_argument('--labels', nargs='+', help='legend labels, one per run')
     parser.add_argument('--title')
     args = parser.parse_args(argv)
-    print(plot_runs(args.runs, args.output, args.labels, args.title))
+    try:
+        print(plot_runs(args.runs, args.output, args.labels, args.title))
+    except PlotError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == '__main__':

@@ -4,7 +4,8 @@ utils/build.py builds it (`build_run`), MMSI_train.py drives it epoch by epoch, 
 steps read it, and utils/checkpoint.py saves and restores its progress.
 """
 import argparse
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import torch
@@ -32,6 +33,7 @@ class TrainingRun:
     dist: Distributed
     device: torch.device
     seed: int
+    run_id: str                 # random; in every checkpoint and in log.txt: which run a folder holds
 
     # the network and how it learns
     model: nn.Module            # the embedding network; its parameters are what trains
@@ -61,6 +63,12 @@ class TrainingRun:
     val_consumed: int = 0       # validation batches drawn
     resume_point: ResumePoint = ResumePoint()
     stop_signal: Optional[int] = None  # set by the SIGTERM / SIGINT handler
+    last_checkpoint_time: float = field(default_factory=time.monotonic)  # of last.pth.tar
+
+    # the non-finite guard (trainer.optimizer_step)
+    parameters_finite: Optional[torch.Tensor] = None  # device flag after the last optimizer
+    #                                                   step, read at the next host sync
+    last_step: int = 0          # the global iteration of that step
 
     @property
     def iterations_per_epoch(self):

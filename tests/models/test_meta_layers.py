@@ -88,3 +88,20 @@ def test_normalize_weights():
 def test_unknown_method():
     with pytest.raises(ValueError, match='--meta_grad'):
         meta_gradient(*[None] * 12, method='hessian')
+
+
+@pytest.mark.parametrize('method', ['exact', 'jvp'])
+def test_val_loss_scale_is_divided_back_out(method):
+    """The fp16 path scales L_G by VAL_LOSS_SCALE against underflow: the gradient and L_G
+    come back unscaled, so the pair weights are those of the unscaled loss."""
+    net, x, y, x_val, y_val, mem_emb, mem_labels = setup(1)
+    crit_s, crit_w, crit_g = (losses.create(p + 'MS', margin=0.1) for p in 'SWG')
+    masks = crit_s(net(x), y)
+    args = (net, x, y, *masks, x_val, y_val, mem_emb, mem_labels, crit_w, crit_g, META_LR)
+    grad, val_loss = meta_gradient(*args, method=method, return_val_loss=True)
+    scaled_grad, scaled_val_loss = meta_gradient(*args, method=method, return_val_loss=True,
+                                                 val_loss_scale=1024.0)
+    assert val_loss > 0 and grad.abs().max() > 0
+    torch.testing.assert_close(scaled_val_loss, val_loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(scaled_grad, grad, rtol=1e-12, atol=0)
+    torch.testing.assert_close(normalize_weights(scaled_grad), normalize_weights(grad))

@@ -1,4 +1,4 @@
-"""--amp: bf16 autocast on the CPU. The network runs in bf16, the meta step in float32."""
+"""--amp: bf16 autocast on the CPU. The network runs in bf16, the meta step in float32: each\nchecked where it happens (the dtypes inside the network), not only by its results."""
 import torch
 
 import losses
@@ -18,33 +18,55 @@ def setup():
     return model, x, y, x_val, y_val, memory, torch.arange(20) % 6
 
 
-def test_bf16_embeddings_are_float32_and_close():
+def conv_output_dtypes(model):
+    """Records the dtype of every convolution's output while the hooks are installed, and
+    whether autocast was on."""
+    seen = []
+
+    def hook(module, inputs, output):
+        seen.append((output.dtype, torch.is_autocast_enabled(output.device.type)))
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    return seen, handles
+
+
+def test_bf16_runs_the_network_in_bf16_and_returns_float32_embeddings_close_to_float32():
     model, x, *_ = setup()
+    seen, handles = conv_output_dtypes(model)
     with torch.no_grad():
-        full, half = MixedPrecision(model)(x), MixedPrecision(model, 'bf16')(x)
-    assert half.dtype == torch.float32
+        half = MixedPrecision(model, 'bf16')(x)
+        assert seen and set(seen) == {(torch.bfloat16, True)}
+        seen.clear()
+        full = MixedPrecision(model)(x)
+        assert set(seen) == {(torch.float32, False)}
+    for handle in handles:
+        handle.remove()
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert not torch.equal(half, full)  # really computed in bf16
     # bf16 keeps ~3 significant digits through ~30 layers: embeddings agree to a few percent
     assert ((half - full).norm(dim=1) / full.norm(dim=1)).max() < 0.1
 
 
-def test_pair_weights_under_bf16_autocast_match_float32():
-    """Tolerance: 1e-5 absolute on weights in [0, 1] for the same mined pairs (the meta step
-    runs in float32 whatever --amp says); the mined pairs themselves come from the bf16
-    embeddings and agree on at least 90% of the pairs."""
+def test_meta_step_under_bf16_runs_in_float32():
+    """The meta step leaves autocast (models/meta_layers.py): every convolution of it runs in
+    float32 with autocast off, and for the same mined pairs the weights equal float32's to
+    1e-5 (weights in [0, 1])."""
     model, x, y, x_val, y_val, memory, memory_labels = setup()
     crit_s, crit_w, crit_g = (losses.create(p + 'MS', margin=0.1) for p in 'SWG')
     full, half = MixedPrecision(model), MixedPrecision(model, 'bf16')
-    masks = crit_s(full(x).detach(), y)
-    half_masks = crit_s(half(x).detach(), y)
-    agree = ((masks[0] | masks[1]) == (half_masks[0] | half_masks[1])).float().mean()
-    assert agree >= 0.9
+    masks = crit_s(half(x).detach(), y)
+    assert (masks[0] | masks[1]).any()
     for method in ('jvp', 'exact'):
         reference = normalize_weights(meta_gradient(
             full, x, y, *masks, x_val, y_val, memory, memory_labels, crit_w, crit_g, 1e-4,
             method=method))
         emb = half(x)
+        seen, handles = conv_output_dtypes(model)
         under_amp = normalize_weights(meta_gradient(
             half, x, y, *masks, x_val, y_val, memory, memory_labels, crit_w, crit_g, 1e-4,
             method=method, emb=emb))
+        for handle in handles:
+            handle.remove()
+        assert seen and set(seen) == {(torch.float32, False)}
         assert under_amp.dtype == torch.float32
         assert (under_amp - reference).abs().max() < 1e-5

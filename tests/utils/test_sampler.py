@@ -106,3 +106,17 @@ def test_endless_stream_crosses_epochs_and_resumes():
     assert first[:2] == per_epoch.epoch_batches(0) and first[2:4] == per_epoch.epoch_batches(1)
     resumed = iter(EndlessKPBatchSampler(sampler, 3, start=5))
     assert [next(resumed) for _ in range(5)] == first[5:]
+
+
+def test_class_order_and_augmentation_seeds_change_between_epochs():
+    data = source([8] * 12)
+    batches = KPBatchSampler(FastRandomIdentitySampler(data, K, seed=7), 20)
+    epochs = range(1, 6)
+    orders = [[data.label_of[i] for i, _ in sum(batches.epoch_batches(e), [])][::K]
+              for e in epochs]
+    assert all(sorted(order) == sorted(data.Index) for order in orders)
+    assert len({tuple(order) for order in orders}) == len(epochs)
+    seeds = [{seed for batch in batches.epoch_batches(e) for _, seed in batch} for e in epochs]
+    assert all(len(s) == 12 * K for s in seeds)
+    assert len(set.union(*seeds)) == len(epochs) * 12 * K  # no seed comes back
+    assert batches.epoch_batches(3) == batches.epoch_batches(3)
