@@ -82,6 +82,19 @@ def test_same_seed_same_run_twice(glyphs_root, tmp_path):
     assert rows[0] == rows[1]
 
 
+def test_image_check_and_first_evaluation_leave_the_training_unchanged(glyphs_root, tmp_path):
+    # Both create DataLoaders, which draw a seed from the global generator: that must not move
+    # the seeded state the network's initial weights and the training are drawn from.
+    runs = {'default': (), 'neither': ('--check_images', '0', '--eval_first', '0')}
+    for name, flags in runs.items():
+        assert MMSI_train.main(run_args(glyphs_root, tmp_path / name, *flags, mmsi=1,
+                                        epochs=1)) == 0
+    default, neither = (load(tmp_path / name / 'last.pth.tar') for name in runs)
+    for key in default['model']:
+        assert torch.equal(default['model'][key], neither['model'][key]), key
+    assert default['metrics'][-1]['R@1'] == neither['metrics'][-1]['R@1']
+
+
 def start_training(glyphs_root, save_dir, *extra, epochs=4, mmsi=1, interruption=()):
     """MMSI_train.py (or tests/interrupted_run.py with `interruption`) in a child process with
     its own process group, as a batch system starts it."""
