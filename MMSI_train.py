@@ -101,10 +101,10 @@ def note(run, message):
 
 def train(run):
     """Epochs from the resume point to --epochs: train, log, evaluate every --save_step epochs
-    (and before the first), checkpoint."""
+    (and before the first, unless --eval_first 0), checkpoint."""
     args = run.args
     epoch, first_batch, meter_state = run.resume_point
-    if epoch == 1 and first_batch == 0 and not run.log.history:
+    if args.eval_first and epoch == 1 and first_batch == 0 and not run.log.history:
         evaluate_and_record(run, {'epoch': 0}, position=(0, 0, None))
     for epoch in range(epoch, args.epochs + 1):
         tic = time.time()

@@ -43,7 +43,7 @@ for axis in $VARY; do harness+=(--vary "$axis"); done
 training=(--data "$DATA" --data_root "$DATA_ROOT" --width "$WIDTH" --origin_width "$ORIGIN_WIDTH"
           --batch_size "$BatchSize" --num_instances "$NUM_INSTANCES" --lr "$LR"
           --epochs "$EPOCHS" --save_step "$SAVE_STEP" --pretrained "$PRETRAINED"
-          --nThreads 2 --progress 0 --print_freq 6)
+          --nThreads 0 --progress 0 --print_freq 6)
 read -r -a extra <<< "${EXTRA_ARGS:-}"
 training+=("${extra[@]}")
 

@@ -169,6 +169,9 @@ def build_parser(**defaults):
     output.add_argument('--save_dir', default='ckps/run', help='log, metrics and checkpoints')
     output.add_argument('--save_step', type=positive_int, default=3,
                         help='evaluate and keep a checkpoint every this many epochs')
+    output.add_argument('--eval_first', type=int, choices=(0, 1), default=1,
+                        help='evaluate the starting weights before the first epoch (0: skip, '
+                             'when they were evaluated already, as utils/compare.py does)')
     output.add_argument('--eval_every', type=nonnegative_int, default=0,
                         help='also evaluate every this many iterations (0: only per epoch)')
     output.add_argument('--eval_batch_size', type=positive_int, default=100)

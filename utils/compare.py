@@ -38,7 +38,9 @@ from utils.errors import InputError  # noqa: E402
 
 METRICS = ('R@1', 'MAP@R', 'R-Precision')
 STAGE1 = dict(loss='MS', mmsi=0, pair_weights='none', vary={})
+RETRY_SECONDS = 8
 DONE = 'finished'  # marker file the harness writes in a run folder after a clean exit
+COMMANDS = 'commands.txt'  # the harness commands that trained the runs of a folder
 
 
 # ---- the grid -----------------------------------------------------------------------------------
@@ -81,7 +83,8 @@ def run_name(cell, seed):
 
 def run_flags(cell, seed, common, start=None):
     """The training flags of one run: the common ones, then the cell's, then the seed and the
-    starting checkpoint (argparse keeps the last value of a flag given twice)."""
+    starting checkpoint (argparse keeps the last value of a flag given twice). A run that starts
+    from stage 1 skips evaluating it again: the summary takes its epoch 0 from stage 1."""
     flags = list(common) + ['--loss', cell['loss'], '--MMSI', str(cell['mmsi']),
                             '--seed', str(seed)]
     if cell['mmsi']:
@@ -89,16 +92,17 @@ def run_flags(cell, seed, common, start=None):
     for flag, value in sorted(cell['vary'].items()):
         flags += [f'--{flag}', str(value)]
     if start:
-        flags += ['--pretrained', start]
+        flags += ['--pretrained', start, '--eval_first', '0']
     return flags
 
 
 class Run:
     """One training run of the grid: its folder, flags and what it is for."""
 
-    def __init__(self, out, name, flags, cell, seed, folder='runs'):
+    def __init__(self, out, name, flags, cell, seed, folder='runs', start_run=None):
         self.name, self.flags, self.cell, self.seed = name, flags, cell, seed
         self.dir = os.path.join(out, folder, name)
+        self.start_run = start_run  # the stage-1 Run it fine-tunes, whose last evaluation is epoch 0
         self.console = os.path.join(out, 'console', f'{name}.txt')
         self.args = parse_args(flags + ['--save_dir', self.dir])  # InputError before any run
 
@@ -118,8 +122,12 @@ class Run:
 
     def describe(self):
         """The cell descriptor the summary reads (DIR/runs/<name>.cell.json)."""
-        return dict(self.cell, seed=self.seed, name=self.name, epochs=self.args.epochs,
-                    flags=self.flags)
+        described = dict(self.cell, seed=self.seed, name=self.name, epochs=self.args.epochs,
+                         flags=self.flags)
+        if self.start_run:
+            described['start'] = os.path.join(os.path.basename(os.path.dirname(
+                self.start_run.dir)), self.start_run.name)  # relative to DIR
+        return described
 
 
 def plan(options, common):
@@ -132,13 +140,15 @@ def plan(options, common):
         if options.protocol == 'finetune':
             flags = run_flags(STAGE1, seed, common) + [
                 '--pretrained', 'none', '--lr', str(options.stage1_lr),
-                '--epochs', str(options.stage1_epochs), '--save_step', str(options.stage1_epochs)]
+                '--epochs', str(options.stage1_epochs), '--save_step', str(options.stage1_epochs),
+                '--eval_first', '0']  # the initial weights' evaluation is of no use here
             stage1[seed] = Run(options.out, f'MS_seed{seed}', flags, STAGE1, seed, 'stage1')
             start = os.path.join(stage1[seed].dir, f'ckp_ep{options.stage1_epochs}.pth.tar')
         for cell in grid_cells(options.losses, options.mmsi, options.pair_weights,
                                options.vary, options.vary_losses):
             name = run_name(cell, seed)
-            runs.append(Run(options.out, name, run_flags(cell, seed, common, start), cell, seed))
+            runs.append(Run(options.out, name, run_flags(cell, seed, common, start), cell, seed,
+                            start_run=stage1.get(seed)))
     return list(stage1.values()), runs
 
 
@@ -179,9 +189,12 @@ class Runner:
         print(f'start {run.name}{resumed}', flush=True)
         os.makedirs(os.path.dirname(run.console), exist_ok=True)
         tic = time.time()
-        with open(run.console, 'a', encoding='utf-8') as console:
-            status = subprocess.call(command, cwd=ROOT, env=env, stdout=console,
-                                     stderr=subprocess.STDOUT)
+        status = self.call(command, run.console, env)
+        if status == 2 and '--resume' in command:
+            # The loader workers of a run killed a moment ago hold its folder's lock for a few
+            # seconds (README, known limitations): try once more after they have gone.
+            time.sleep(RETRY_SECONDS)
+            status = self.call(command, run.console, env)
         with self.lock:
             self.free_slots.append(slot)
             self.done += 1
@@ -194,6 +207,12 @@ class Runner:
         else:
             self.failed.append(run)
             print(f'{progress} FAILED {run.name} (exit {status}); see {run.console}', flush=True)
+
+    @staticmethod
+    def call(command, console_path, env):
+        with open(console_path, 'a', encoding='utf-8') as console:
+            return subprocess.call(command, cwd=ROOT, env=env, stdout=console,
+                                   stderr=subprocess.STDOUT)
 
 
 def _visible_gpus():
@@ -266,12 +285,24 @@ def collect(out):
         with open(os.path.join(runs_dir, entry), encoding='utf-8') as f:
             cell = json.load(f)
         rows = read_rows(os.path.join(runs_dir, cell['name']))
+        if cell.get('start'):
+            rows = starting_rows(os.path.join(out, cell['start']), rows)
         last = last_evaluation(rows)
         if last is None or last['epoch'] != cell['epochs']:
             continue  # not complete: left out of the summary
         group = cells.setdefault(cell_key(cell), {'cell': cell, 'runs': {}})
         group['runs'][cell['seed']] = rows
     return cells
+
+
+def starting_rows(start_dir, rows):
+    """A fine-tuning run's rows with its epoch 0 taken from the last evaluation of the run it
+    started from (the same weights, so the same numbers), unless it evaluated epoch 0 itself."""
+    start = last_evaluation(read_rows(start_dir))
+    if start is None or any(row.get('epoch') == 0 for row in evaluations(rows)):
+        return rows
+    return [{key: value for key, value in start.items() if key in METRICS or key.startswith('R@')}
+            | {'epoch': 0}] + rows
 
 
 def plain_partner(key, cells, mmsi_flags):
@@ -317,9 +348,28 @@ def summary_rows(cells):
     return table, vary_flags
 
 
+def record_command(out, command):
+    """Add a harness command to DIR/commands.txt, the list the summary names (several
+    commands may fill one folder, as benchmarks/glyphs_study.sh does)."""
+    if command not in read_commands(out):
+        with open(os.path.join(out, COMMANDS), 'a', encoding='utf-8') as f:
+            f.write(command + '\n')
+
+
+def read_commands(out):
+    path = os.path.join(out, COMMANDS)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding='utf-8') as f:
+        return [line.rstrip('\n') for line in f if line.strip()]
+
+
 def summarise(out, command=None):
     """Write DIR/summary.csv, DIR/summary.md and DIR/curves.png from the runs' metrics files;
     returns the summary rows."""
+    commands = read_commands(out)
+    if command and command not in commands:
+        commands.append(command)
     cells = collect(out)
     table, vary_flags = summary_rows(cells)
     if not table:
@@ -331,7 +381,7 @@ def summarise(out, command=None):
         for row in table:
             writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
     with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
-        f.write(markdown_table(table, vary_flags, command))
+        f.write(markdown_table(table, vary_flags, commands))
     plot_curves(cells, os.path.join(out, 'curves.png'))
     return table
 
@@ -343,10 +393,10 @@ def format_ci(mean, half_width, signed=False):
     return f'{text} ± {half_width:.4f}' if half_width is not None else f'{text} (no CI, n=1)'
 
 
-def markdown_table(table, vary_flags, command=None):
+def markdown_table(table, vary_flags, commands=()):
     lines = ['# MMSI comparison', '']
-    if command:
-        lines += ['Command: `' + command + '`', '']
+    if commands:
+        lines += ['Trained by:', ''] + [f'    {command}' for command in commands] + ['']
     lines += ['Mean ± half-width of the 95% confidence interval (t distribution, n seeds) at '
               'the last evaluation; "best" is the evaluation with the highest R@1 (chosen on '
               'the test set, so optimistic); Δ is the paired difference to the same loss '
@@ -461,6 +511,7 @@ def main(argv=None):
         return 2
     command = 'python utils/compare.py ' + ' '.join(argv)
     os.makedirs(os.path.join(options.out, 'runs'), exist_ok=True)
+    record_command(options.out, command)
     for run in runs:
         with open(f'{run.dir}.cell.json', 'w', encoding='utf-8') as f:
             json.dump(run.describe(), f, indent=1)
