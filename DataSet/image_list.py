@@ -124,12 +124,15 @@ def read_image(path, header_only=False):
 
 def unreadable_images(paths, workers=0, progress=False):
     """The InputError messages of the image files among `paths` whose header cannot be read,
-    in list order. `workers` loader processes read them; a progress bar goes to stderr."""
+    in list order. `workers` loader processes read them; a progress bar goes to stderr. The
+    global torch generator is left as it was (a DataLoader draws its base seed from it), so that
+    a seeded run's initial weights do not depend on whether the images were checked."""
     loader = DataLoader(_Headers(paths), batch_size=HEADERS_PER_TASK, num_workers=workers,
                         collate_fn=list, worker_init_fn=leave_signals_to_main_process)
     errors = []
-    with tqdm(total=len(paths), desc='check images', unit='image', disable=not progress,
-              file=sys.stderr) as bar:
+    with torch.random.fork_rng(devices=[]), tqdm(
+            total=len(paths), desc='check images', unit='image', disable=not progress,
+            file=sys.stderr) as bar:
         for messages in loader:
             errors += [message for message in messages if message is not None]
             bar.update(len(messages))

@@ -144,10 +144,7 @@ def check_images(args, dataset, dist, device):
     if not args.check_images:
         return
     paths = (dataset.train.images + dataset.gallery.images)[dist.rank::dist.world_size]
-    # A DataLoader draws its base seed from the global generator: keep the check from moving
-    # the seeded state, so that the network's initial weights do not depend on this flag.
-    with torch.random.fork_rng(devices=[]):
-        errors = unreadable_images(paths, args.nThreads, args.progress and dist.is_main)
+    errors = unreadable_images(paths, args.nThreads, args.progress and dist.is_main)
     if args.skip_bad_images:
         if errors:
             warn(f'warning: {len(errors)} listed image(s) cannot be read; --skip_bad_images '

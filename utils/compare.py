@@ -101,7 +101,8 @@ class Run:
 
     def __init__(self, out, name, flags, cell, seed, folder='runs', start_run=None):
         self.name, self.flags, self.cell, self.seed = name, flags, cell, seed
-        self.dir = os.path.join(out, folder, name)
+        self.relative_dir = os.path.join(folder, name)  # within DIR
+        self.dir = os.path.join(out, self.relative_dir)
         self.start_run = start_run  # the stage-1 Run it fine-tunes, whose last evaluation is epoch 0
         self.console = os.path.join(out, 'console', f'{name}.txt')
         self.args = parse_args(flags + ['--save_dir', self.dir])  # InputError before any run
@@ -125,8 +126,7 @@ class Run:
         described = dict(self.cell, seed=self.seed, name=self.name, epochs=self.args.epochs,
                          flags=self.flags)
         if self.start_run:
-            described['start'] = os.path.join(os.path.basename(os.path.dirname(
-                self.start_run.dir)), self.start_run.name)  # relative to DIR
+            described['start'] = self.start_run.relative_dir
         return described
 
 
@@ -364,12 +364,9 @@ def read_commands(out):
         return [line.rstrip('\n') for line in f if line.strip()]
 
 
-def summarise(out, command=None):
-    """Write DIR/summary.csv, DIR/summary.md and DIR/curves.png from the runs' metrics files;
-    returns the summary rows."""
-    commands = read_commands(out)
-    if command and command not in commands:
-        commands.append(command)
+def summarise(out):
+    """Write DIR/summary.csv, DIR/summary.md and DIR/curves.png from the runs' metrics files
+    (and DIR/commands.txt); returns the summary rows."""
     cells = collect(out)
     table, vary_flags = summary_rows(cells)
     if not table:
@@ -381,7 +378,7 @@ def summarise(out, command=None):
         for row in table:
             writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
     with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
-        f.write(markdown_table(table, vary_flags, commands))
+        f.write(markdown_table(table, vary_flags, read_commands(out)))
     plot_curves(cells, os.path.join(out, 'curves.png'))
     return table
 
@@ -523,7 +520,7 @@ def main(argv=None):
     ready = [run for run in runs
              if options.protocol != 'finetune' or stage1_ok(run, stage1, runner.failed)]
     runner.run_all(ready)
-    summarise(options.out, command)
+    summarise(options.out)
     print(f'summary: {os.path.join(options.out, "summary.md")}', flush=True)
     if runner.failed:
         print(f'{len(runner.failed)} run(s) failed: ' + ', '.join(r.name for r in runner.failed),

@@ -45,7 +45,8 @@ def test_summary_from_known_metrics(tmp_path):
               epochs=2)  # incomplete: left out
     write_run(tmp_path, 'Triplet', 1, 'gradient', 0, {0: 0.5, 1: 0.7, 2: 0.75},
               vary={'val_batch_size': 40})  # one seed, no plain partner
-    table = compare.summarise(str(tmp_path), command='python utils/compare.py ...')
+    compare.record_command(str(tmp_path), 'python utils/compare.py ...')
+    table = compare.summarise(str(tmp_path))
 
     rows = {(row['loss'], row['mmsi']): row for row in table}
     assert len(table) == 3
