@@ -7,9 +7,9 @@ Everything printed also goes to <save_dir>/log.txt; per-epoch numbers to metrics
 checkpoints to last.pth.tar (every epoch) and ckp_epN.pth.tar (every --save_step epochs).
 Bad input ends with one "error: ..." line and exit status 2, before anything is written.
 
-Reading order: `main` parses the flags, builds the run (utils/build.py), trains it epoch by
-epoch (`train`, with trainer.train_epoch and the step of trainer.py or trainer_MMSI.py) and
-evaluates it (`evaluate`).
+Reading order: `main` resolves the flags into the run's configuration (utils/config.py), builds
+the run (utils/build.py), trains it epoch by epoch (`train`, with trainer.train_epoch and the
+step of trainer.py or trainer_MMSI.py) and evaluates it (`evaluate`).
 """
 import os
 import signal
@@ -19,12 +19,13 @@ import time
 
 import trainer
 from evaluations import ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics
-from utils.args import parse_args
+from common.errors import InputError
 from utils.build import build_run
-from utils.checkpoint import LAST_CHECKPOINT, epoch_checkpoint_name, save_checkpoint
+from utils.checkpoint import save_checkpoint
+from utils.config import resolve
 from utils.distributed import Distributed
-from utils.errors import InputError
-from utils.logger import format_skipped, format_stats, recall_line
+from utils.run_folder import LAST_CHECKPOINT, epoch_checkpoint_name
+from common.log_format import format_skipped, format_stats, recall_line
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -33,7 +34,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # the same request; a later one exits at once.
 SAME_REQUEST_SECONDS = 2.0
 
-setup = build_run  # MMSI_train.setup(parse_args([...])): a built run, for notebooks and tests
+
+def setup(argv=None, **defaults):
+    """A built run from command-line flags, for notebooks and tests: MMSI_train.setup([...])."""
+    return build_run(resolve(argv, **defaults))
 
 
 class StopRequested(Exception):
@@ -47,7 +51,7 @@ def main(argv=None, **defaults):
     run, dist = None, Distributed.from_environment()
     previous_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        run = build_run(parse_args(argv, **defaults), dist)
+        run = build_run(resolve(argv, **defaults), dist)
         handle_stop_signals(run)
         return train(run)
     except InputError as err:
@@ -114,7 +118,6 @@ def train(run):
         first_batch, meter_state = 0, None
         row = epoch_row(run, epoch, meter, time.time() - tic)
         run.log.print(epoch_line(row))
-        trainer.check_parameters(run, epoch, meter.iterations)
         if epoch % args.save_step == 0 or epoch == args.epochs:
             # abandoned: the epoch is saved as its last iteration, to evaluate on resuming
             evaluate_and_record(run, row, position=(epoch, meter.iterations, meter))
@@ -133,7 +136,6 @@ def after_iteration(run, epoch, iteration, meter):
     together by all processes)."""
     every = run.args.eval_every
     if every and run.global_step % every == 0:
-        trainer.check_parameters(run, epoch, iteration)
         evaluate_and_record(run, {'epoch': epoch, 'iteration': iteration,
                                   'per_epoch': run.iterations_per_epoch,
                                   'global_step': run.global_step},
@@ -144,7 +146,6 @@ def after_iteration(run, epoch, iteration, meter):
     if stop:
         stop_at(run, epoch, iteration, meter)
     if due:
-        trainer.check_parameters(run, epoch, iteration)
         save_checkpoint(run, epoch, iteration, meter)
 
 
@@ -152,7 +153,6 @@ def stop_at(run, epoch, iteration, meter, during=''):
     """Save the state at the boundary after `iteration` of `epoch` and end the run with
     128 + signal."""
     run.stop_signal = run.stop_signal or signal.SIGTERM  # another process got it
-    trainer.check_parameters(run, epoch, iteration)
     path = save_checkpoint(run, epoch, iteration, meter)
     run.log.print(f'{signal.Signals(run.stop_signal).name} received{during}: stopped after '
                   f'epoch {epoch} iteration {iteration}; resume with --resume {path}')
@@ -171,13 +171,14 @@ def stop_non_finite(run, err):
 def evaluate(run):
     """Retrieval metrics on the test split. Each process embeds its shard; the main process
     scores them all (the metrics do not depend on the order of the embeddings). Raises, on
-    every process, ExtractionStopped when a stop was requested meanwhile, NonFinite for NaN or
-    infinite embeddings."""
+    every process, NonFinite for non-finite parameters or embeddings, ExtractionStopped when
+    a stop was requested meanwhile."""
+    trainer.check_parameters(run)
     tic = time.time()
     try:
-        emb, labels = extract_features(run.local_embed, run.gallery_loader, run.device,
+        emb, labels = extract_features(run.network.local_embed, run.loaders.gallery, run.device,
                                        progress=run.args.progress and run.dist.is_main,
-                                       desc='evaluate', prepare=run.prepare,
+                                       desc='evaluate', prepare=run.network.prepare,
                                        should_stop=lambda: run.stop_signal is not None)
         stopped = False
     except ExtractionStopped:
@@ -186,7 +187,7 @@ def evaluate(run):
         raise ExtractionStopped
     # Finite but huge parameters can still overflow in the network.
     if not run.dist.all_true(bool(emb.isfinite().all()), run.device):
-        raise trainer.NonFinite('embeddings', 'in the evaluation; the parameters are finite')
+        raise trainer.NonFinite(run, 'embeddings', 'in the evaluation; the parameters are finite')
     emb = run.dist.all_gather_varying(emb.to(run.device))
     labels = run.dist.all_gather_varying(labels.to(run.device))
     metrics = {}
@@ -204,9 +205,6 @@ def evaluate_and_record(run, row, position):
         metrics = evaluate(run)
     except ExtractionStopped:
         stop_at(run, *position, during=' during the evaluation (abandoned)')
-    except trainer.NonFinite as err:
-        err.epoch, err.iteration = position[:2]
-        raise
     where = f'epoch {row["epoch"]}' + (f' iteration {row["iteration"]}'
                                        if 'iteration' in row else '')
     run.log.print(recall_line(where, metrics))

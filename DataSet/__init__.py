@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from DataSet import readers, specs
 from DataSet.image_list import ImageList
 from DataSet.transforms import eval_transform, train_transform
-from utils.errors import InputError
+from common.errors import InputError
 
 
 def names():
@@ -49,16 +49,18 @@ def read_splits(name, root='DataSet'):
 
 
 def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16,
-           skip_bad_images=False):
-    """`.train` (random crops and flips) and `.gallery` (centre crops) for data set `name`."""
-    train, test, source = read_splits(name, root)
+           skip_bad_images=False, splits=None, bad_image_log=None):
+    """`.train` (random crops and flips) and `.gallery` (centre crops) for data set `name`.
+    `splits`: what read_splits returned, when the caller has read it already.
+    `bad_image_log`: the file where --skip_bad_images names each image it skips."""
+    train, test, source = splits or read_splits(name, root)
     train_images, train_labels = zip(*train)
     test_images, test_labels = zip(*test)
     return SimpleNamespace(
         name=name,
         source=source,
         train=ImageList(train_images, train_labels, train_transform(width, origin_width, ratio),
-                        skip_bad_images),
+                        skip_bad_images, bad_image_log),
         gallery=ImageList(test_images, test_labels, eval_transform(width, origin_width),
-                          skip_bad_images),
+                          skip_bad_images, bad_image_log),
     )

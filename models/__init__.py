@@ -1,6 +1,6 @@
 """Embedding networks by name: `models.create('BN_Inception', data='cub', dim=512, ...)`."""
 from models.BN_Inception import FEATURE_DIM, BN_Inception, load_pretrained, supported_width
-from utils.errors import InputError
+from common.errors import InputError
 
 # The official scripts spell the network both ways.
 _FACTORY = {

