@@ -198,6 +198,29 @@ def test_sigterm_during_evaluation_abandons_it_and_resumes(glyphs_root, tmp_path
     assert final['global_step'] == 3 and all('R@1' in row for row in final['metrics'])
 
 
+def test_a_requeued_job_reruns_the_same_command_with_resume_auto(glyphs_root, tmp_path):
+    """SIGTERM during the first evaluation saves a checkpoint of epoch 0; the batch system then
+    reruns the very same command, which continues the run instead of refusing the folder."""
+    save_dir = tmp_path / 'requeued'
+    flags = ('--resume', 'auto', '--eval_batch_size', '6')
+    process = start_training(glyphs_root, save_dir, *flags, epochs=1, mmsi=0,
+                             interruption=('term_in_evaluation', '1'))
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert load(save_dir / 'last.pth.tar')['epoch'] == 0
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, *flags, epochs=1)) == 0
+    log = (save_dir / 'log.txt').read_text()
+    assert f'Resuming {save_dir / "last.pth.tar"}' in log and 'Epoch 1 done' in log
+    assert epochs_in(save_dir) == [0, 1]
+
+
+def test_resume_auto_starts_a_new_run_in_an_empty_folder(glyphs_root, tmp_path):
+    save_dir = tmp_path / 'fresh'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, '--resume', 'auto', epochs=1)) == 0
+    assert (save_dir / 'log.txt').read_text().splitlines()[0].endswith(')')
+    assert 'New run' in (save_dir / 'log.txt').read_text()
+
+
 def test_a_second_signal_exits_at_once(glyphs_root, tmp_path):
     save_dir = tmp_path / 'twice'
     process = start_training(glyphs_root, save_dir, '--checkpoint_minutes', '1e-6', epochs=1,

@@ -82,6 +82,15 @@ def test_nproc_and_nnodes_launch_through_torchrun(tmp_path):
     assert result.returncode != 0 and 'set MASTER_ADDR' in result.stderr
 
 
+def test_auto_resume_continues_whatever_the_save_folder_holds(tmp_path):
+    _, argv = launcher_command(tmp_path, AUTO_RESUME='1')
+    assert argv[-2:] == ['--resume', 'auto']
+    _, argv = launcher_command(tmp_path, RESUME='auto')
+    assert argv[argv.index('--resume') + 1] == 'auto'
+    _, argv = launcher_command(tmp_path)
+    assert '--resume' not in argv
+
+
 @pytest.mark.parametrize('flag, value', [
     ('--batch_size', '0'), ('--num_instances', '0'), ('--val_batch_size', '0'),
     ('--save_step', '0'), ('--print_freq', '0'), ('--eval_batch_size', '0'), ('--lr', '-1e-4'),

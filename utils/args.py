@@ -156,7 +156,8 @@ def build_parser(**defaults):
     output.add_argument('--resume', type=optional_path, default=None,
                         help='checkpoint of this project to continue a run from, with its own '
                              'flags unless given (an official checkpoint: weights and epoch '
-                             'counter)')
+                             'counter); "auto": the newest checkpoint in --save_dir if it holds '
+                             'one, else a new run (for batch systems that requeue a job)')
     output.add_argument('--checkpoint_minutes', type=nonnegative_float, default=10.0,
                         help='also write last.pth.tar at the first iteration boundary this many '
                              'minutes after the last one (0: only at epoch ends)')

@@ -11,6 +11,7 @@ The warm-up threshold and the batch checks depend on the number of training clas
 data set's split listing (image paths and labels, no pixels) is read here and handed on too.
 """
 import argparse
+import os
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -23,6 +24,7 @@ from common.errors import InputError
 from DataSet.specs import warmup_classes
 from utils.args import build_parser, import_loss_module
 from utils.checkpoint import FORMAT
+from utils import run_folder
 from utils.run_folder import load_checkpoint
 from utils.sampler import check_batch_size
 
@@ -76,14 +78,29 @@ def parse_flags(argv=None, **defaults):
     MMSI=0; MMSI_SOP_train.py: the SOP configuration)."""
     parser = build_parser(**defaults)
     flags = parser.parse_args(argv)
-    checkpoint = load_checkpoint(flags.resume) if flags.resume else None
+    resume = newest_checkpoint_in(flags.save_dir) if flags.resume == AUTO else flags.resume
+    checkpoint = load_checkpoint(resume) if resume else None
     if ours(checkpoint):
         known = vars(flags)
         parser.set_defaults(**{key: value for key, value in checkpoint['args'].items()
                                if key in known and key not in NOT_INHERITED})
         parser.set_defaults(**defaults)
         flags = parser.parse_args(argv)
+    flags.resume = resume
     return flags, checkpoint
+
+
+AUTO = 'auto'
+
+
+def newest_checkpoint_in(save_dir):
+    """--resume auto: the newest checkpoint in --save_dir, or None (a new run) when it holds
+    none. A batch system that requeues a preempted job reruns the same command: the first
+    launch starts the run, every later one continues it."""
+    names = run_folder.run_files(save_dir)
+    if not any(run_folder.is_checkpoint(name) for name in names):
+        return None
+    return os.path.join(save_dir, run_folder.newest_checkpoint(names))
 
 
 def ours(checkpoint):
