@@ -3,7 +3,9 @@
 # with 95% confidence intervals by compare.py. Defaults: the Glyphs demo's settings
 # (fine-tuning a plain-MS stage 1 per seed). Any variable below can be set from the environment:
 #   LOSSES="MS Triplet" SEEDS="0 1 2" VARY="val_batch_size=10,40" bash Run_compare.sh
-# EXTRA_ARGS adds training flags; QUICK=1 runs the harness's small version (--quick).
+# EXTRA_ARGS adds training flags; QUICK=1 runs the harness's small version (--quick);
+# EXTEND=1 lets a rerun raise EPOCHS for the runs already in OUT (--extend).
+# Stop with Ctrl-C or `kill <pid>` (the trainings save first); rerun the same command to resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,6 +24,7 @@ STAGE1_LR=${STAGE1_LR:-1e-4}
 JOBS=${JOBS:-1}
 THREADS=${THREADS:-}
 QUICK=${QUICK:-0}
+EXTEND=${EXTEND:-0}
 OUT=${OUT:-compare_output/${DATA}}
 WIDTH=${WIDTH:-64}
 ORIGIN_WIDTH=${ORIGIN_WIDTH:-72}
@@ -39,6 +42,7 @@ for axis in $VARY; do harness+=(--vary "$axis"); done
 [ -n "$VARY_LOSSES" ] && harness+=(--vary_losses $VARY_LOSSES)
 [ -n "$THREADS" ] && harness+=(--threads "$THREADS")
 [ "$QUICK" = 1 ] && harness+=(--quick)
+[ "$EXTEND" = 1 ] && harness+=(--extend)
 
 training=(--data "$DATA" --data_root "$DATA_ROOT" --width "$WIDTH" --origin_width "$ORIGIN_WIDTH"
           --batch_size "$BatchSize" --num_instances "$NUM_INSTANCES" --lr "$LR"

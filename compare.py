@@ -10,7 +10,13 @@ DIR/runs/<loss>_mmsi<0|1>_<pair_weights|none>_seed<k>[_<flag><value>...]/, one a
 or --jobs at a time. --protocol finetune (default): per seed, one plain MS run from the initial
 weights (DIR/stage1/MS_seed<k>/) that every cell of that seed fine-tunes from, as `make demo`
 does; --protocol scratch: every cell starts from the initial weights.
-Rerunning the same command never reruns a finished run and resumes an interrupted one.
+
+Rerunning the same command never reruns a finished run and resumes an interrupted one. A run's
+flags are its identity (stored in DIR/runs/<name>.cell.json before it first starts): a rerun
+that changes them is refused, except a higher --epochs with --extend. One harness at a time
+works in DIR (DIR/harness.lock); a run folder that a training still holds is waited for.
+SIGINT or SIGTERM to the harness is passed on to its trainings, which save and stop; rerun the
+same command to resume.
 
 The summary is computed from the runs' metrics.jsonl files alone (`summarise`, also
 `python compare.py --summarise DIR`): DIR/summary.csv, DIR/summary.md, DIR/curves.png.
@@ -19,32 +25,55 @@ A cell (`Cell`) is what the runs of one line of the summary share: loss, MMSI, p
 and the --vary values; its runs differ only by their seed.
 """
 import argparse
+import contextlib
 import csv
+import fcntl
+import io
 import itertools
 import json
 import math
 import os
-import shutil
+import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Tuple
 
 from common.errors import InputError
-from utils.args import flag_names, mmsi_only_flags
-from utils.config import parse_args
+from utils.args import build_parser as training_parser
+from utils.args import flag_names, mmsi_only_flags, positive_float, positive_int
+from utils.config import NOT_INHERITED, parse_args, resolve
 from utils.logger import METRICS_FILE, read_metrics
 from utils.plot import Series, plot_curves
+from utils.run_folder import (LOG_FILE, atomic_write_text, in_use, is_checkpoint,
+                              newest_checkpoint, run_files)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # where MMSI_train.py is
+TRAINER = os.path.join(ROOT, 'MMSI_train.py')  # what every run executes
 
 METRICS = ('R@1', 'MAP@R', 'R-Precision')
-RETRY_SECONDS = 8
 DONE = 'finished'  # marker file the harness writes in a run folder after a clean exit
-COMMANDS = 'commands.txt'  # the harness commands that trained the runs of a folder
+HARNESS_LOCK = 'harness.lock'  # DIR/harness.lock: locked by the harness working in DIR
+POLL_SECONDS = 0.2  # how often the harness looks at its trainings and at waiting folders
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Training flags that do not change what a run computes (this machine's, this invocation's,
+# how the run is watched): a rerun may give them otherwise without changing the run's identity.
+NOT_IDENTITY = NOT_INHERITED + ('save_dir', 'progress', 'print_freq', 'checkpoint_minutes')
+# The flags the trainer's data-set checks read (utils.config.check_against_data): the harness
+# runs those checks once per distinct combination, before anything starts.
+DATA_CHECKED = ('data', 'data_root', 'batch_size', 'num_instances', 'MMSI', 'val_batch_size',
+                'val_num_instances', 'dict_min_classes', 'dict_capacity', 'd_size')
+
+
+def say(message):
+    print(message, flush=True)
+
+
+def complain(message):
+    print(message, file=sys.stderr, flush=True)
 
 
 # ---- the grid -----------------------------------------------------------------------------------
@@ -104,8 +133,8 @@ def grid_cells(losses, mmsi_values, pair_weights, vary, vary_losses=None):
                 try:
                     form = loss_registry.resolve_pair_weights(loss, requested)
                 except InputError:
-                    print(f'note: {loss} has no official weighted form: no {loss} MMSI cell '
-                          f'with --pair_weights official', file=sys.stderr)
+                    complain(f'note: {loss} has no official weighted form: no {loss} MMSI cell '
+                             f'with --pair_weights official')
                     continue
                 if form not in forms:
                     forms.append(form)
@@ -138,6 +167,30 @@ def run_flags(cell, seed, common, start=None):
     return flags
 
 
+def without_foreign_loss_params(flags, loss):
+    """(`flags` without the `--loss_param NAME=VALUE` entries that `loss` has no parameter
+    for, the values left out). Stage 1 is plain MS whatever the cells' losses are: a
+    parameter given for them (SupCon's temperature) is none of its business."""
+    import losses as loss_registry
+    declared = loss_registry.parameters(loss)
+    kept, dropped, i = [], [], 0
+    while i < len(flags):
+        if flags[i] == '--loss_param' and i + 1 < len(flags):
+            value, width = flags[i + 1], 2
+        elif flags[i].startswith('--loss_param='):
+            value, width = flags[i].split('=', 1)[1], 1
+        else:
+            kept.append(flags[i])
+            i += 1
+            continue
+        if value.partition('=')[0] in declared:
+            kept += flags[i:i + width]
+        else:
+            dropped.append(value)
+        i += width
+    return kept, dropped
+
+
 class Run:
     """One training run of the grid: its folder, flags and what it is for."""
 
@@ -145,6 +198,8 @@ class Run:
         self.name, self.flags, self.cell, self.seed = name, flags, cell, seed
         self.relative_dir = os.path.join(folder, name)  # within DIR
         self.dir = os.path.join(out, self.relative_dir)
+        self.descriptor_path = f'{self.dir}.cell.json'
+        self.is_stage1 = folder == 'stage1'
         self.start_run = start_run  # the stage-1 Run it fine-tunes, whose last evaluation is epoch 0
         self.console = os.path.join(out, 'console', f'{name}.txt')
         self.args = parse_args(flags + ['--save_dir', self.dir])  # InputError before any run
@@ -153,38 +208,68 @@ class Run:
     def finished(self):
         return os.path.exists(os.path.join(self.dir, DONE))
 
-    def command(self):
-        command = [sys.executable, os.path.join(ROOT, 'MMSI_train.py'), *self.flags,
-                   '--save_dir', self.dir]
-        last = os.path.join(self.dir, 'last.pth.tar')
-        if os.path.exists(last):  # interrupted: continue exactly where it stopped
-            command += ['--resume', last]
-        elif os.path.exists(self.dir):  # died before its first checkpoint: start afresh
-            shutil.rmtree(self.dir)
-        return command
+    def in_use(self):
+        """Whether a training holds the folder: the lock on its log.txt (utils/logger.RunLog),
+        held by whatever trains there, this harness's child or not."""
+        log = os.path.join(self.dir, LOG_FILE)
+        return os.path.exists(log) and in_use(log)
 
-    def describe(self):
-        """The cell descriptor the summary reads (DIR/runs/<name>.cell.json)."""
+    def checkpoint(self):
+        """The newest checkpoint in the folder, or None."""
+        saved = [name for name in run_files(self.dir) if is_checkpoint(name)]
+        return os.path.join(self.dir, newest_checkpoint(saved)) if saved else None
+
+    def has_trained(self):
+        """Whether the folder holds this run's training: finished, a checkpoint, or a training
+        at work. A folder with none of them (a run that died before its first checkpoint) is
+        abandoned: nothing in it is worth keeping."""
+        return self.finished or self.in_use() or self.checkpoint() is not None
+
+    def command(self):
+        """The training command; the runner calls it when no training holds the folder. With
+        `--resume auto` the trainer continues from the folder's newest checkpoint (an
+        interrupted or extended run), or starts the run when it holds none, clearing the files
+        of one that died before its first checkpoint; it refuses a folder in use
+        (utils/config.py, utils.run_folder.prepare). The harness itself never deletes a run."""
+        return [sys.executable, TRAINER, *self.flags, '--save_dir', self.dir, '--resume', 'auto']
+
+    def describe(self, trained_by=()):
+        """The run's descriptor (DIR/<folder>/<name>.cell.json): its identity (the flags), what
+        the summary reads, and the harness commands that trained it."""
         described = dict(self.cell.descriptor(), seed=self.seed, name=self.name,
-                         epochs=self.args.epochs, flags=self.flags)
+                         epochs=self.args.epochs, flags=self.flags, trained_by=list(trained_by))
         if self.start_run:
             described['start'] = self.start_run.relative_dir
         return described
+
+    def stored(self):
+        """The descriptor an earlier harness wrote, or None."""
+        return read_descriptor(self.descriptor_path) if os.path.exists(self.descriptor_path) \
+            else None
+
+
+def read_descriptor(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise InputError(f'{path}: not a readable run descriptor ({err})') from None
+
+
+def write_descriptor(path, descriptor):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(json.dumps(descriptor, indent=1) + '\n', path)
 
 
 def plan(options, common):
     """(stage-1 runs, cell runs) of the grid; every run's flags are parsed (and so checked)
     here, before anything starts."""
-    parse_args(common)  # checks them, and imports a --loss_module the losses may need
+    check_common_flags(common, options.losses)
     stage1, runs = {}, []
     for seed in options.seeds:
         start = None
         if options.protocol == 'finetune':
-            flags = run_flags(STAGE1, seed, common) + [
-                '--pretrained', 'none', '--lr', str(options.stage1_lr),
-                '--epochs', str(options.stage1_epochs), '--save_step', str(options.stage1_epochs),
-                '--eval_first', '0']  # the initial weights' evaluation is of no use here
-            stage1[seed] = Run(options.out, f'MS_seed{seed}', flags, STAGE1, seed, 'stage1')
+            stage1[seed] = stage1_run(options, common, seed)
             start = os.path.join(stage1[seed].dir, f'ckp_ep{options.stage1_epochs}.pth.tar')
         for cell in grid_cells(options.losses, options.mmsi, options.pair_weights,
                                options.vary, options.vary_losses):
@@ -194,67 +279,298 @@ def plan(options, common):
     return list(stage1.values()), runs
 
 
+def check_common_flags(common, losses):
+    """The flags after `--` with each loss of the grid (a --loss_param fits some losses only;
+    alone they would be checked against the default loss). Imports a --loss_module first."""
+    for loss in losses:
+        parse_args(list(common) + ['--loss', loss])
+
+
+def stage1_run(options, common, seed):
+    """The plain MS run of `seed` that its cells fine-tune from."""
+    common, dropped = without_foreign_loss_params(common, STAGE1.loss)
+    if dropped and seed == options.seeds[0]:
+        names = ', '.join(value.partition('=')[0] for value in dropped)
+        complain(f'note: stage 1 is plain {STAGE1.loss}, which has no {names}: left out of its '
+                 f'flags')
+    flags = run_flags(STAGE1, seed, common) + [
+        '--pretrained', 'none', '--lr', str(options.stage1_lr),
+        '--epochs', str(options.stage1_epochs), '--save_step', str(options.stage1_epochs),
+        '--eval_first', '0']  # the initial weights' evaluation is of no use here
+    return Run(options.out, f'{STAGE1.loss}_seed{seed}', flags, STAGE1, seed, 'stage1')
+
+
+def check_with_data(runs):
+    """The trainer's checks that need the data set (a --batch_size that is no multiple of
+    --num_instances, more classes than it has, ...), before anything starts: a bad flag would
+    otherwise fail every run. Once per distinct combination of the flags they read."""
+    checked = set()
+    for run in runs:
+        key = tuple(getattr(run.args, name) for name in DATA_CHECKED)
+        if key not in checked:
+            checked.add(key)
+            try:
+                resolve(run.flags + ['--save_dir', run.dir])
+            except InputError as err:
+                raise InputError(f'{run.relative_dir}: {err}') from None
+
+
+# ---- the output folder: one harness at a time, every run's identity -----------------------------
+
+def lock_folder(out):
+    """DIR/harness.lock, locked (flock) for as long as this harness works in DIR, so that a
+    second harness on the same DIR is refused at once instead of racing the first for its runs.
+    The lock goes with the process: a killed harness leaves none behind. Returns the open
+    file (closing it unlocks)."""
+    try:
+        os.makedirs(os.path.join(out, 'runs'), exist_ok=True)
+        lock = open(os.path.join(out, HARNESS_LOCK), 'a+', encoding='utf-8')
+    except OSError as err:
+        raise InputError(f'--out {out}: cannot write there ({err.strerror})') from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise InputError(f'--out {out} is in use by another compare.py'
+                         + (f' (pid {holder})' if holder else '')
+                         + '; wait for it to end or choose another --out') from None
+    except OSError:  # a file system without locks: go on unguarded
+        pass
+    lock.truncate(0)
+    lock.write(f'{os.getpid()}\n')
+    lock.flush()
+    return lock
+
+
+def settle_identities(runs, extend):
+    """Compare every run with what its folder was trained with, then write every descriptor
+    (the stored identity), all before anything starts. A run whose flags differ from those it
+    trained with is refused (InputError naming the first, nothing written), except a higher
+    --epochs for a cell run under --extend: its finished marker is dropped and it resumes to
+    the new count. A run without training yet (none, or an abandoned folder) takes this
+    command's flags."""
+    settled, refused = [], []
+    for run in runs:
+        stored = run.stored()
+        if stored is None or not run.has_trained():
+            settled.append((run, run.describe(), False))
+            continue
+        changes = flag_changes(run, stored)
+        if not changes:
+            settled.append((run, stored, False))
+            continue
+        refusal = refusal_of(run, changes, extend)
+        if refusal:
+            refused.append(refusal)
+        else:
+            settled.append((run, run.describe(stored.get('trained_by', ())), True))
+    if refused:
+        others = f' (and {len(refused) - 1} other run(s))' if len(refused) > 1 else ''
+        raise InputError(refused[0] + others)
+    for run, descriptor, extended in settled:
+        if extended and run.finished:
+            os.remove(os.path.join(run.dir, DONE))
+        write_descriptor(run.descriptor_path, descriptor)
+
+
+def flag_changes(run, stored):
+    """[(flag, old value, new value)]: how this command's flags for `run` differ from the
+    stored ones, compared as the trainer parses them (--lr 1e-4 is --lr 0.0001). A fine-tuning
+    run's --pretrained is the stage-1 checkpoint, whose path moves with DIR: which run it
+    starts from (`start`) is compared instead."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage: one line below
+            old = vars(training_parser().parse_args(stored['flags']))
+    except (KeyError, TypeError, SystemExit):
+        raise InputError(f'{run.descriptor_path}: its stored flags cannot be read; choose '
+                         f'another --out') from None
+    new = vars(training_parser().parse_args(run.flags))
+    ignored = set(NOT_IDENTITY) | ({'pretrained'} if run.start_run else set())
+    changes = [(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))
+               if name not in ignored and old.get(name) != new.get(name)]
+    start = run.start_run.relative_dir if run.start_run else None
+    if stored.get('start') != start:
+        changes.append(('start', stored.get('start'), start))
+    return changes
+
+
+def refusal_of(run, changes, extend):
+    """Why `run` may not go on with `changes` to its flags (None: it may, as --extend)."""
+    listed = ', '.join(f'--{flag} {old} -> {new}' for flag, old, new in changes)
+    flags = [flag for flag, _, _ in changes]
+    if extend and run.is_stage1 and 'epochs' in flags:
+        return (f'{run.relative_dir} was trained with other flags: {listed}; a stage-1 run is '
+                f'never extended (its checkpoint is where the cells start): keep its '
+                f'--stage1_epochs or choose another --out')
+    higher = flags == ['epochs'] and changes[0][2] > changes[0][1]
+    if extend and higher:
+        return None
+    if extend and flags == ['epochs']:
+        return f'{run.relative_dir}: --extend only raises --epochs ({listed})'
+    hint = '; for a higher --epochs give --extend' if higher and not run.is_stage1 else ''
+    return (f'{run.relative_dir} was trained with other flags: {listed}; rerun with its flags '
+            f'or choose another --out{hint}')
+
+
+def record_trainer(run, command_line):
+    """Add the harness command starting `run` to the commands that trained it (its
+    descriptor), which the summary names."""
+    descriptor = run.stored() or run.describe()
+    trained_by = descriptor.setdefault('trained_by', [])
+    if command_line not in trained_by:
+        trained_by.append(command_line)
+        write_descriptor(run.descriptor_path, descriptor)
+
+
 # ---- running ------------------------------------------------------------------------------------
 
-class Runner:
-    """Runs commands --jobs at a time: one GPU each when there are several, else the CPU
-    threads shared out; prints a line when each starts and ends."""
+class Stop:
+    """SIGINT and SIGTERM to the harness. The handler only notes the signal; the runner passes
+    each one on to the process group of every running training (`pass_on`), which saves at its
+    next iteration boundary and exits 128 + signal (MMSI_train.py), and starts nothing more.
+    A second signal is passed on too: the training decides (a repeat within 2 s is the same
+    request, a later one exits at once). `restore` puts back the handlers found."""
 
-    def __init__(self, jobs, threads):
-        self.jobs = jobs
-        self.threads = threads
+    def __init__(self):
+        self.received = []
+        self.announced = False
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {signum: signal.signal(signum, self.note) for signum in STOP_SIGNALS}
+
+    def note(self, signum, frame):
+        self.received.append(signum)
+
+    @property
+    def requested(self):
+        return bool(self.received)
+
+    @property
+    def signum(self):
+        """The first signal received (what the harness's exit status tells)."""
+        return self.received[0] if self.received else None
+
+    def name(self):
+        return signal.Signals(self.signum).name
+
+    def pass_on(self, trainings):
+        if self.received and not self.announced:
+            self.announced = True
+            say(f'{self.name()} received: {len(trainings)} training(s) asked to save and stop '
+                f'at their next iteration boundary; no new run starts')
+        for training in trainings:
+            for signum in self.received[training.forwarded:]:
+                try:
+                    os.killpg(training.process.pid, signum)
+                except ProcessLookupError:  # it has just ended
+                    pass
+            training.forwarded = len(self.received)
+
+    def restore(self):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def stopped_by_signal(status):
+    """Whether an exit status is that of a training stopped by SIGINT or SIGTERM: 128 + signal
+    after saving, or killed by it before its handlers were installed."""
+    return any(status in (128 + signum, -signum) for signum in STOP_SIGNALS)
+
+
+class Training:
+    """A running training: its run, process, slot (GPU), and how many of the harness's stop
+    signals it has been passed."""
+
+    def __init__(self, run, process, slot):
+        self.run, self.process, self.slot = run, process, slot
+        self.started = time.time()
+        self.forwarded = 0
+
+
+class Runner:
+    """Runs trainings --jobs at a time: one GPU each when there are several, else the CPU
+    threads shared out; prints a line when each starts and ends. Each training runs in a
+    session of its own, so that Ctrl-C or a signal to the harness's process group reaches the
+    harness alone, which passes it on once (Stop) and waits for the trainings to save."""
+
+    def __init__(self, jobs, threads, command_line, stop):
+        self.jobs, self.threads = jobs, threads
+        self.command_line, self.stop = command_line, stop
         self.devices = _visible_gpus()
-        self.free_slots = list(range(jobs))
-        self.lock = threading.Lock()
         self.failed = []
-        self.done = 0
-        self.total = 0
+        self.waiting = set()  # the runs announced as waiting for another training
+        self.done = self.total = 0
 
     def run_all(self, runs):
-        todo = [run for run in runs if not run.finished]
         for run in runs:
             if run.finished:
-                print(f'skip {run.name}: finished', flush=True)
-        self.total, self.done = len(todo), 0
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            list(pool.map(self.run_one, todo))
+                say(f'skip {run.name}: finished')
+        queue = [run for run in runs if not run.finished]
+        self.total, self.done = len(queue), 0
+        running = []
+        while running or (queue and not self.stop.requested):
+            if not self.stop.requested:
+                self.start_free(queue, running)
+            self.stop.pass_on(running)
+            for training in [t for t in running if t.process.poll() is not None]:
+                running.remove(training)
+                self.finish(training)
+            time.sleep(POLL_SECONDS)
 
-    def run_one(self, run):
-        with self.lock:
-            slot = self.free_slots.pop()
+    def start_free(self, queue, running):
+        """Start queued runs while there are free slots, passing over (for now) those whose
+        folder another training holds: an orphan of a killed harness, a training started by
+        hand. They start once it has let go."""
+        for run in list(queue):
+            if len(running) >= self.jobs:
+                return
+            if run.in_use():
+                if run not in self.waiting:
+                    self.waiting.add(run)
+                    say(f'waiting for {run.name}: another training holds it')
+                continue
+            queue.remove(run)
+            taken = {training.slot for training in running}
+            running.append(self.start(run, min(set(range(self.jobs)) - taken)))
+
+    def start(self, run, slot):
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads))
         if self.devices:
             env['CUDA_VISIBLE_DEVICES'] = self.devices[slot % len(self.devices)]
         command = run.command()
-        resumed = ' (resuming)' if '--resume' in command else ''
-        print(f'start {run.name}{resumed}', flush=True)
+        record_trainer(run, self.command_line)
+        say(f'start {run.name}' + (' (resuming)' if run.checkpoint() else ''))
         os.makedirs(os.path.dirname(run.console), exist_ok=True)
-        tic = time.time()
-        status = self.call(command, run.console, env)
-        if status == 2 and '--resume' in command:
-            # The loader workers of a run killed a moment ago hold its folder's lock for a few
-            # seconds (README, known limitations): try once more after they have gone.
-            time.sleep(RETRY_SECONDS)
-            status = self.call(command, run.console, env)
-        with self.lock:
-            self.free_slots.append(slot)
-            self.done += 1
-            progress = f'[{self.done}/{self.total}]'
+        with open(run.console, 'a', encoding='utf-8') as console:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=console,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        return Training(run, process, slot)
+
+    def finish(self, training):
+        run, status = training.run, training.process.returncode
+        self.done += 1
+        progress = f'[{self.done}/{self.total}]'
         if status == 0:
             open(os.path.join(run.dir, DONE), 'w').close()
-            last = last_evaluation(read_rows(run.dir)) or {}
-            print(f'{progress} done {run.name} in {time.time() - tic:.0f}s: R@1 '
-                  f'{last.get("R@1", float("nan")):.4f}', flush=True)
+            say(f'{progress} done {run.name} in {time.time() - training.started:.0f}s: '
+                f'{final_r1(run)}')
+        elif training.forwarded and stopped_by_signal(status):
+            say(f'{progress} stopped {run.name} ({self.stop.name()}): its last checkpoint is '
+                f'kept')
         else:
             self.failed.append(run)
-            print(f'{progress} FAILED {run.name} (exit {status}); see {run.console}', flush=True)
+            say(f'{progress} FAILED {run.name} (exit {status}); see {run.console}')
 
-    @staticmethod
-    def call(command, console_path, env):
-        with open(console_path, 'a', encoding='utf-8') as console:
-            return subprocess.call(command, cwd=ROOT, env=env, stdout=console,
-                                   stderr=subprocess.STDOUT)
+
+def final_r1(run):
+    try:
+        last = last_evaluation(read_rows(run.dir)) or {}
+    except InputError:  # a damaged metrics file: the summary says so
+        return 'R@1 unreadable'
+    return f'R@1 {last.get("R@1", float("nan")):.4f}'
 
 
 def _visible_gpus():
@@ -310,24 +626,62 @@ def mean_ci(values):
     return mean, t_quantile(n) * statistics.stdev(values) / math.sqrt(n)
 
 
-def collect(out):
-    """{Cell: {seed: rows}} of the complete runs (an evaluation at the cell's last epoch) under
-    DIR/runs, read from their descriptors (DIR/runs/<name>.cell.json) and metrics files."""
+def read_descriptors(out):
+    """The descriptors of the cell runs under DIR/runs (DIR/runs/<name>.cell.json)."""
     runs_dir = os.path.join(out, 'runs')
+    entries = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
+    return [read_descriptor(os.path.join(runs_dir, entry)) for entry in entries
+            if entry.endswith('.cell.json')]
+
+
+def complete_rows(out, descriptor):
+    """The metrics rows of a descriptor's run when it is complete (an evaluation at its last
+    epoch), else None."""
+    rows = read_rows(os.path.join(out, 'runs', descriptor['name']))
+    if descriptor.get('start'):
+        rows = starting_rows(os.path.join(out, descriptor['start']), rows)
+    last = last_evaluation(rows)
+    return rows if last is not None and last['epoch'] == descriptor['epochs'] else None
+
+
+def collect(out, descriptors=None):
+    """{Cell: {seed: rows}} of the complete runs under DIR/runs, read from their descriptors
+    and metrics files (incomplete runs are left out: `missing_runs` names them)."""
     cells = {}
-    for entry in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        if not entry.endswith('.cell.json'):
-            continue
-        with open(os.path.join(runs_dir, entry), encoding='utf-8') as f:
-            descriptor = json.load(f)
-        rows = read_rows(os.path.join(runs_dir, descriptor['name']))
-        if descriptor.get('start'):
-            rows = starting_rows(os.path.join(out, descriptor['start']), rows)
-        last = last_evaluation(rows)
-        if last is None or last['epoch'] != descriptor['epochs']:
-            continue  # not complete: left out of the summary
-        cells.setdefault(Cell.from_descriptor(descriptor), {})[descriptor['seed']] = rows
+    for descriptor in read_descriptors(out) if descriptors is None else descriptors:
+        rows = complete_rows(out, descriptor)
+        if rows is not None:
+            cells.setdefault(Cell.from_descriptor(descriptor), {})[descriptor['seed']] = rows
     return cells
+
+
+def missing_runs(out, descriptors, cells):
+    """A line for each run of a cell (it has a descriptor) that the summary lacks."""
+    lines = []
+    for descriptor in descriptors:
+        cell = Cell.from_descriptor(descriptor)
+        if descriptor['seed'] not in cells.get(cell, {}):
+            folder = os.path.join(out, 'runs', descriptor['name'])
+            state = 'not finished' if run_files(folder) else 'not started'
+            lines.append(f'{cell.label()}: seed {descriptor["seed"]} missing ({state})')
+    return lines
+
+
+def trainers(out, descriptors, cells):
+    """The harness commands that trained the summarised runs and the stage-1 runs they
+    started from, in the order first met."""
+    commands = []
+    for descriptor in descriptors:
+        if descriptor['seed'] not in cells.get(Cell.from_descriptor(descriptor), {}):
+            continue
+        related = [descriptor]
+        if descriptor.get('start'):
+            start = os.path.join(out, f'{descriptor["start"]}.cell.json')
+            related = ([read_descriptor(start)] if os.path.exists(start) else []) + related
+        for command in (c for d in related for c in d.get('trained_by', ())):
+            if command not in commands:
+                commands.append(command)
+    return commands
 
 
 def starting_rows(start_dir, rows):
@@ -374,40 +728,39 @@ def summary_rows(cells):
     return table, vary_flags
 
 
-def record_command(out, command):
-    """Add a harness command to DIR/commands.txt, the list the summary names (several
-    commands may fill one folder, as benchmarks/glyphs_study.sh does)."""
-    if command not in read_commands(out):
-        with open(os.path.join(out, COMMANDS), 'a', encoding='utf-8') as f:
-            f.write(command + '\n')
-
-
-def read_commands(out):
-    path = os.path.join(out, COMMANDS)
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding='utf-8') as f:
-        return [line.rstrip('\n') for line in f if line.strip()]
-
-
 def summarise(out):
-    """Write DIR/summary.csv, DIR/summary.md and DIR/curves.png from the runs' metrics files
-    (and DIR/commands.txt); returns the summary rows."""
-    cells = collect(out)
+    """Write DIR/summary.csv, DIR/summary.md and DIR/curves.png from the runs' descriptors and
+    metrics files; name each missing seed (summary.md and stdout). Returns the summary rows
+    ([] when no run is complete: nothing written). InputError for a damaged metrics file or
+    descriptor, or a summary that cannot be written."""
+    descriptors = read_descriptors(out)
+    cells = collect(out, descriptors)
+    missing = missing_runs(out, descriptors, cells)
+    for line in missing:
+        say(line)
     table, vary_flags = summary_rows(cells)
     if not table:
-        print(f'no complete run under {out}/runs yet: no summary', file=sys.stderr)
+        complain(f'no complete run under {out}/runs yet: no summary')
         return table
-    with open(os.path.join(out, 'summary.csv'), 'w', newline='', encoding='utf-8') as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        for row in table:
-            writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
-    with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
-        f.write(markdown_table(table, vary_flags, read_commands(out)))
+    markdown = markdown_table(table, vary_flags, trainers(out, descriptors, cells), missing)
+    write_summary(out, table, markdown)
     plot_curves(curve_series(cells), os.path.join(out, 'curves.png'),
-                title='R@1: mean over seeds, 95% band')
+                title='R@1: mean over seeds, 95% band')  # PlotError (an InputError) if unwritable
     return table
+
+
+def write_summary(out, table, markdown):
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(table[0]), lineterminator='\n')
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
+    try:
+        for name, content in (('summary.csv', text.getvalue()), ('summary.md', markdown)):
+            with open(os.path.join(out, name), 'w', encoding='utf-8') as f:
+                f.write(content)
+    except OSError as err:
+        raise InputError(f'cannot write the summary: {err.filename}: {err.strerror}') from None
 
 
 def format_ci(mean, half_width, signed=False):
@@ -417,7 +770,7 @@ def format_ci(mean, half_width, signed=False):
     return f'{text} ± {half_width:.4f}' if half_width is not None else f'{text} (no CI, n=1)'
 
 
-def markdown_table(table, vary_flags, commands=()):
+def markdown_table(table, vary_flags, commands=(), missing=()):
     lines = ['# MMSI comparison', '']
     if commands:
         lines += ['Trained by:', ''] + [f'    {command}' for command in commands] + ['']
@@ -438,6 +791,8 @@ def markdown_table(table, vary_flags, commands=()):
         fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
                    for m in METRICS]
         lines.append('| ' + ' | '.join(fields) + ' |')
+    if missing:
+        lines += ['', 'Missing runs (left out of the table):', ''] + [f'- {m}' for m in missing]
     return '\n'.join(lines) + '\n'
 
 
@@ -461,6 +816,13 @@ def curve_series(cells):
 QUICK = dict(seeds=[0, 1], stage1_epochs=4, epochs=2)
 
 
+class HarnessParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (an InputError, printed by main), not the usage."""
+
+    def error(self, message):
+        raise InputError(f'{message} (python compare.py --help)')
+
+
 def vary_axis(text):
     flag, sep, values = str(text).partition('=')
     flag = flag.lstrip('-')
@@ -470,7 +832,7 @@ def vary_axis(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = HarnessParser(
         description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='Training flags for every run follow a "--".')
     parser.add_argument('--out', help='output folder (runs, console logs, summary)')
@@ -485,14 +847,17 @@ def build_parser():
     parser.add_argument('--vary_losses', nargs='+', default=None,
                         help='give the --vary axes to these losses only (default: all)')
     parser.add_argument('--protocol', choices=('finetune', 'scratch'), default='finetune')
-    parser.add_argument('--stage1_epochs', type=int, default=12,
+    parser.add_argument('--stage1_epochs', type=positive_int, default=12,
                         help='finetune: epochs of the plain MS stage 1')
-    parser.add_argument('--stage1_lr', type=float, default=1e-4)
-    parser.add_argument('--jobs', type=int, default=1, help='runs at a time')
-    parser.add_argument('--threads', type=int, default=None,
+    parser.add_argument('--stage1_lr', type=positive_float, default=1e-4)
+    parser.add_argument('--jobs', type=positive_int, default=1, help='runs at a time')
+    parser.add_argument('--threads', type=positive_int, default=None,
                         help='CPU threads per run (default: usable CPUs / jobs)')
     parser.add_argument('--quick', action='store_true',
                         help='seeds 0 1, stage 1 of 4 epochs, cells of 2 epochs')
+    parser.add_argument('--extend', action='store_true',
+                        help='allow a higher --epochs than the existing runs were trained for: '
+                             'they continue to it (stage-1 runs are never extended)')
     parser.add_argument('--summarise', metavar='DIR',
                         help='only (re)write the summary of an existing output folder')
     return parser
@@ -500,49 +865,51 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        options, common = parse_command_line(argv)
+        if options.summarise:
+            return summarise_folder(options.summarise)
+        stage1, runs = plan(options, common)
+        check_with_data(stage1 + runs)
+    except InputError as err:
+        complain(f'error: {err}')
+        return 2
+    return run_grid(options, stage1, runs, shlex.join(['python', 'compare.py', *argv]))
+
+
+def parse_command_line(argv):
+    """(harness options, training flags) of a command line, checked; --out made absolute
+    once: trainings run in the repository's folder, not in the caller's."""
     split = argv.index('--') if '--' in argv else len(argv)
     options = build_parser().parse_args(argv[:split])
     common = argv[split + 1:]
-    try:
-        if options.summarise:
-            summarise(options.summarise)
-            return 0
-        if not options.out:
-            raise InputError('--out: give the output folder')
-        if options.quick:
-            options.seeds = QUICK['seeds']
-            options.stage1_epochs = QUICK['stage1_epochs']
-            common = common + ['--epochs', str(QUICK['epochs'])]
-        check_vary(options.vary)
-        stage1, runs = plan(options, common)
-    except InputError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    command = 'python compare.py ' + ' '.join(argv)
-    os.makedirs(os.path.join(options.out, 'runs'), exist_ok=True)
-    record_command(options.out, command)
-    for run in runs:
-        with open(f'{run.dir}.cell.json', 'w', encoding='utf-8') as f:
-            json.dump(run.describe(), f, indent=1)
-    threads = options.threads or max(1, len(os.sched_getaffinity(0)) // options.jobs)
-    runner = Runner(options.jobs, threads)
-    print(f'{len(stage1)} stage-1 runs and {len(runs)} cell runs; {options.jobs} at a time, '
-          f'{threads} threads each; output in {options.out}', flush=True)
-    runner.run_all(stage1)
-    ready = [run for run in runs
-             if options.protocol != 'finetune' or stage1_ok(run, stage1, runner.failed)]
-    runner.run_all(ready)
-    summarise(options.out)
-    print(f'summary: {os.path.join(options.out, "summary.md")}', flush=True)
-    if runner.failed:
-        print(f'{len(runner.failed)} run(s) failed: ' + ', '.join(r.name for r in runner.failed),
-              file=sys.stderr)
-        return 1
-    return 0
+    if options.summarise:
+        options.summarise = os.path.abspath(options.summarise)
+        return options, common
+    if not options.out:
+        raise InputError('--out: give the output folder')
+    options.out = os.path.abspath(options.out)
+    if options.quick:
+        options.seeds = QUICK['seeds']
+        options.stage1_epochs = QUICK['stage1_epochs']
+        common = common + ['--epochs', str(QUICK['epochs'])]
+    check_distinct(options)
+    check_vary(options.vary)
+    return options, common
 
 
-def stage1_ok(run, stage1, failed):
-    return not any(s.seed == run.seed and s in failed for s in stage1)
+def check_distinct(options):
+    """Each value of a grid axis once: a repeated one would count its runs twice."""
+    axes = [('--losses', options.losses), ('--mmsi', options.mmsi), ('--seeds', options.seeds)]
+    axes += [(f'--vary {flag}', values) for flag, values in options.vary]
+    for name, values in axes:
+        repeated = [value for i, value in enumerate(values) if value in values[:i]]
+        if repeated:
+            raise InputError(f'{name}: {repeated[0]} is given twice')
+    flags = [flag for flag, _ in options.vary]
+    repeated = [flag for i, flag in enumerate(flags) if flag in flags[:i]]
+    if repeated:
+        raise InputError(f'--vary {repeated[0]}: given twice; put all its values in one axis')
 
 
 def check_vary(vary):
@@ -552,6 +919,75 @@ def check_vary(vary):
             raise InputError(f'--vary {flag}: not a training flag (python MMSI_train.py --help)')
         if not values:
             raise InputError(f'--vary {flag}: give at least one value')
+
+
+def summarise_folder(out):
+    """--summarise DIR: 0 when a summary was written; 1 when there was nothing to summarise
+    or it failed; 2 for a folder that does not exist."""
+    if not os.path.isdir(out):
+        raise InputError(f'--summarise {out}: no such folder')
+    return 0 if announce_summary(out) else 1
+
+
+def announce_summary(out):
+    """Write the summary and say where; False (with an error line) when it could not be
+    written or there was nothing to summarise: a summary is never announced unwritten."""
+    try:
+        table = summarise(out)
+    except InputError as err:
+        complain(f'error: {err}')
+        return False
+    if table:
+        say(f'summary: {os.path.join(out, "summary.md")}')
+    return bool(table)
+
+
+def run_grid(options, stage1, runs, command_line):
+    """Train the grid under the harness lock, then summarise it. Exit status: 0 when every run
+    finished and the summary was written; 1 when a run failed or the summary could not be
+    written; 2 when DIR is in use or a run's flags changed; 128 + signal when stopped."""
+    try:
+        lock = lock_folder(options.out)
+    except InputError as err:
+        complain(f'error: {err}')
+        return 2
+    stop = Stop()
+    try:
+        settle_identities(stage1 + runs, options.extend)
+        threads = options.threads or max(1, len(os.sched_getaffinity(0)) // options.jobs)
+        runner = Runner(options.jobs, threads, command_line, stop)
+        say(f'{len(stage1)} stage-1 runs and {len(runs)} cell runs; {options.jobs} at a time, '
+            f'{threads} threads each; output in {options.out}')
+        runner.run_all(stage1)
+        failed_seeds = {run.seed for run in runner.failed}  # of stage 1, so far
+        if runs and not stop.requested and all(run.seed in failed_seeds for run in runs):
+            complain(f'error: every stage-1 run failed (see {os.path.dirname(stage1[0].console)}'
+                     f'): no cell could start; nothing to summarise')
+            return 1
+        runner.run_all([] if stop.requested else cells_ready(runs, failed_seeds))
+        if stop.requested:
+            say(f'stopped by {stop.name()}: to resume, rerun the same command: {command_line}')
+            return 128 + stop.signum
+        if not announce_summary(options.out) or runner.failed:
+            if runner.failed:
+                complain(f'{len(runner.failed)} run(s) failed: '
+                         + ', '.join(run.name for run in runner.failed))
+            return 1
+        return 0
+    except InputError as err:  # a changed run's flags; a damaged descriptor
+        complain(f'error: {err}')
+        return 2
+    finally:
+        stop.restore()
+        lock.close()
+
+
+def cells_ready(runs, failed_seeds):
+    """The cell runs whose seed's stage 1 has not failed; a line for each seed left out."""
+    for seed in sorted(failed_seeds):
+        count = sum(run.seed == seed for run in runs)
+        complain(f'skip the {count} cell run(s) of seed {seed}: its stage 1 failed')
+    return [run for run in runs if run.seed not in failed_seeds]
 
 
 if __name__ == '__main__':

@@ -1,10 +1,18 @@
 """The comparison harness (compare.py): the summary recomputed from run folders with known
-metrics, and a tiny grid on tiny Glyphs that is killed, rerun and completed."""
+metrics; tiny grids on tiny Glyphs, trained by real MMSI_train.py subprocesses, that are stopped
+by signals, killed, rerun from another folder, rerun with other flags and extended; the
+harness's input checks. Docs: docs/reliability.md, "The comparison harness".
+
+The trainings of the signal tests use the loss of tests/harness_gate_loss.py, which holds them
+in their loss until the test has sent its signal: no test depends on how fast a training is."""
 import csv
+import fcntl
+import glob
 import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +26,8 @@ import compare
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epochs=None):
+def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epochs=None,
+              trained_by=()):
     """A run folder holding metrics.jsonl (R@1 as given, MAP@R = R@1 / 4, R-Precision =
     R@1 / 2) and its cell descriptor."""
     cell = compare.Cell.make(loss, mmsi, pair_weights, vary or {})
@@ -31,7 +40,7 @@ def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epoch
                      'R-Precision': r1 / 2})
     (folder / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
     descriptor = dict(loss=loss, mmsi=mmsi, pair_weights=pair_weights, vary=vary or {},
-                      seed=seed, name=name, flags=[],
+                      seed=seed, name=name, flags=[], trained_by=list(trained_by),
                       epochs=max(r1_by_epoch) if epochs is None else epochs)
     (out / 'runs' / f'{name}.cell.json').write_text(json.dumps(descriptor))
 
@@ -40,13 +49,13 @@ def test_summary_from_known_metrics(tmp_path):
     plain = {0: [0.5, 0.6, 0.55], 1: [0.5, 0.62, 0.60], 2: [0.5, 0.64, 0.65]}  # seed: epochs 0-2
     mmsi = {0: [0.5, 0.70, 0.52], 1: [0.5, 0.58, 0.61], 2: [0.5, 0.61, 0.60]}
     for seed in range(3):
-        write_run(tmp_path, 'MS', 0, 'none', seed, dict(enumerate(plain[seed])))
+        write_run(tmp_path, 'MS', 0, 'none', seed, dict(enumerate(plain[seed])),
+                  trained_by=['python compare.py ...'])
         write_run(tmp_path, 'MS', 1, 'gradient', seed, dict(enumerate(mmsi[seed])))
-    write_run(tmp_path, 'MS', 1, 'gradient', 3, {0: 0.5, 1: 0.9},
-              epochs=2)  # incomplete: left out
+    write_run(tmp_path, 'MS', 1, 'gradient', 3, {0: 0.5, 1: 0.9}, epochs=2,
+              trained_by=['python compare.py --not-summarised'])  # incomplete: left out
     write_run(tmp_path, 'Triplet', 1, 'gradient', 0, {0: 0.5, 1: 0.7, 2: 0.75},
               vary={'val_batch_size': 40})  # one seed, no plain partner
-    compare.record_command(str(tmp_path), 'python compare.py ...')
     table = compare.summarise(str(tmp_path))
 
     rows = {(row['loss'], row['mmsi']): row for row in table}
@@ -86,7 +95,10 @@ def test_summary_from_known_metrics(tmp_path):
                                 'diff_MAP@R_ci95'}
     markdown = (tmp_path / 'summary.md').read_text()
     assert '| MS | 1 | gradient |' in markdown and '(no CI, n=1)' in markdown
-    assert '    python compare.py ...' in markdown
+    # the commands that trained the summarised runs, not that of the incomplete one, which is
+    # named as missing instead
+    assert markdown.count('    python compare.py ...') == 1 and '--not-summarised' not in markdown
+    assert '- MS MMSI gradient: seed 3 missing (not finished)' in markdown
     assert f'{mean:+.4f} ± {half:.4f}' in markdown
     assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
@@ -168,62 +180,368 @@ def test_the_finetune_protocol_starts_every_cell_from_its_seeds_stage1(tmp_path)
         assert compare.Cell.from_descriptor(json.loads(json.dumps(run.describe()))) == run.cell
 
 
-def test_the_summary_reads_a_metrics_file_cut_short_without_a_traceback(tmp_path):
+def test_the_summary_reads_a_metrics_file_cut_short_without_a_traceback(
+        tmp_path, capsys, monkeypatch):
     """A run's metrics.jsonl cut short (a copy taken while it was written) is read to its last
-    complete line, with a warning; the harness runs from another folder than the project's."""
+    complete line, with a warning; --summarise takes a folder relative to where it runs."""
     for seed in (0, 1):
         write_run(tmp_path, 'MS', 0, 'none', seed, {0: 0.5, 1: 0.6 + seed / 10})
     metrics = tmp_path / 'runs' / 'MS_mmsi0_none_seed1' / 'metrics.jsonl'
     metrics.write_text(metrics.read_text() + '{"epoch": 2, "loss": 0.9, "R@')
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'compare.py'),
-                             '--summarise', str(tmp_path)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines() == [
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(['--summarise', '.']) == 0
+    assert capsys.readouterr().err.splitlines() == [
         f'warning: {metrics}: the last line is incomplete; read the 2 complete line(s) '
         f'before it']
     [row] = csv.DictReader(open(tmp_path / 'summary.csv'))
     assert row['n'] == '2' and float(row['R@1_mean']) == pytest.approx(0.65)
 
 
+# ---- helpers of the end-to-end tests ------------------------------------------------------------
+
+GATE_MODULE = os.path.join(ROOT, 'tests', 'harness_gate_loss.py')
+TIMEOUT = 300  # seconds; every wait below is for a condition, this only bounds a hang
+
+
+def tiny_flags(glyphs_root, epochs=1):
+    """Training flags of a tiny run on the Glyphs subset (conftest.glyphs_root)."""
+    return ['--data', 'glyphs', '--data_root', glyphs_root, '--width', '64',
+            '--origin_width', '72', '--batch_size', '6', '--num_instances', '3',
+            '--val_batch_size', '3', '--epochs', str(epochs), '--save_step', '1',
+            '--nThreads', '0', '--progress', '0', '--print_freq', '1',
+            '--eval_batch_size', '24', '--lr', '1e-4', '--pretrained', 'none']
+
+
+def start_harness(arguments, output, cwd=ROOT, env=None):
+    """compare.py in a process group of its own, its output (stdout and stderr) to `output`."""
+    with open(output, 'w') as f:
+        return subprocess.Popen([sys.executable, os.path.join(ROOT, 'compare.py'), *arguments],
+                                cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_for(condition, what, harness=None, output=None):
+    """Poll `condition` until it holds; fail early when `harness` has exited."""
+    deadline = time.time() + TIMEOUT
+    while not condition():
+        if harness is not None and harness.poll() is not None:
+            pytest.fail(f'the harness exited ({harness.returncode}) before {what}:\n'
+                        + (output.read_text() if output else ''))
+        assert time.time() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.1)
+
+
+def gated_trainings(gate, count, harness, output):
+    """The pids of `count` trainings waiting at the gate of tests/harness_gate_loss.py."""
+    markers = lambda: glob.glob(f'{gate}.waiting.*')  # noqa: E731
+    wait_for(lambda: len(markers()) >= count, f'{count} training(s) at the gate', harness, output)
+    pids = [int(marker.rsplit('.', 1)[1]) for marker in markers()]
+    for marker in markers():
+        os.remove(marker)
+    return pids
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_tiny_grid_killed_then_rerun_completes_without_rerunning_finished_runs(
-        glyphs_root, tmp_path):
-    out = tmp_path / 'grid'
-    command = [sys.executable, os.path.join(ROOT, 'compare.py'), '--out', str(out),
-               '--losses', 'MS', '--mmsi', '0', '1', '--seeds', '0', '1',
-               '--protocol', 'scratch', '--jobs', '2', '--threads', '1', '--',
-               '--data', 'glyphs', '--data_root', glyphs_root, '--width', '64',
-               '--origin_width', '72', '--batch_size', '6', '--num_instances', '3',
-               '--val_batch_size', '3', '--epochs', '1', '--save_step', '1', '--nThreads', '0',
-               '--progress', '0', '--print_freq', '1', '--eval_batch_size', '24', '--lr', '1e-4',
-               '--pretrained', 'none']
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
-    finished = out / 'runs' / 'MS_mmsi0_none_seed0' / compare.DONE
-    deadline = time.time() + 300
-    while not finished.exists():
-        assert first.poll() is None, first.communicate()[0]
-        assert time.time() < deadline, 'timed out'
-        time.sleep(0.1)
-    os.killpg(first.pid, signal.SIGKILL)  # the harness and the run it had started
-    first.wait()
-    kept = {path: digest(path) for path in (finished.parent / 'metrics.jsonl',
-                                            finished.parent / 'last.pth.tar')}
+# ---- signals, a killed harness, orphans ---------------------------------------------------------
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert 'skip MS_mmsi0_none_seed0: finished' in second.stdout
-    assert 'start MS_mmsi0_none_seed0' not in second.stdout
-    assert {path: digest(path) for path in kept} == kept
-    summary = {(row['mmsi']): row for row in csv.DictReader(open(out / 'summary.csv'))}
-    assert summary['0']['n'] == summary['1']['n'] == '2'
-    assert summary['1']['pair_weights'] == 'official' and summary['1']['n_paired'] == '2'
-    assert summary['1']['diff_R@1_mean'] != '' and summary['1']['R@1_ci95'] != ''
-    assert (out / 'curves.png').exists() and (out / 'summary.md').exists()
-    # the command is named once in the summary, although it ran twice
-    assert len(compare.read_commands(str(out))) == 1
+@pytest.fixture
+def harnesses():
+    """Harness processes a test starts; any still running at its end (a failed test) is
+    stopped, and the gate of tests/harness_gate_loss.py opened so that no training waits."""
+    started, gates = [], []
+    yield started, gates
+    for gate in gates:
+        gate.touch()
+    for harness in started:
+        if harness.poll() is None:
+            os.killpg(harness.pid, signal.SIGTERM)
+            harness.wait(timeout=TIMEOUT)
+
+
+def test_signals_stop_the_training_which_saves_and_a_rerun_waits_for_an_orphan_then_completes(
+        glyphs_root, tmp_path, harnesses):
+    """SIGTERM to the harness alone, SIGTERM to its process group, SIGINT: each time the harness
+    passes the signal on to its training, which saves at the next iteration boundary and ends,
+    and exits 128 + signal with one line saying how to resume; the rerun continues the
+    training. Then the harness is SIGKILLed, leaving its training running: the rerun waits for
+    it instead of deleting or sharing its folder, and completes the grid."""
+    started, gates = harnesses
+    out, gate = tmp_path / 'grid', tmp_path / 'gate'
+    gates.append(gate)
+    env = dict(os.environ, HARNESS_GATE=str(gate))
+    arguments = ['--out', str(out), '--losses', 'Gated', '--mmsi', '0', '--seeds', '0',
+                 '--protocol', 'scratch', '--threads', '1', '--',
+                 *tiny_flags(glyphs_root, epochs=2), '--loss_module', GATE_MODULE]
+    folder, name = out / 'runs' / 'Gated_mmsi0_none_seed0', 'Gated_mmsi0_none_seed0'
+
+    def start(output):
+        started.append(start_harness(arguments, output, env=env))
+        return started[-1]
+
+    for step, (target, signum) in enumerate((('harness', signal.SIGTERM),
+                                             ('group', signal.SIGTERM),
+                                             ('harness', signal.SIGINT)), 1):
+        output = tmp_path / f'harness{step}.txt'
+        harness = start(output)
+        [training] = gated_trainings(gate, 1, harness, output)
+        (os.killpg if target == 'group' else os.kill)(harness.pid, signum)
+        assert harness.wait(timeout=TIMEOUT) == 128 + signum, output.read_text()
+        text = output.read_text()
+        assert 'Traceback' not in text and 'FAILED' not in text, text
+        assert f'{signum.name} received: 1 training(s) asked to save and stop' in text, text
+        assert f'[1/1] stopped {name} ({signum.name}): its last checkpoint is kept' in text
+        assert [line for line in text.splitlines() if 'rerun the same command' in line] == [
+            f'stopped by {signum.name}: to resume, rerun the same command: python compare.py '
+            + ' '.join(arguments)], text
+        assert not alive(training)
+        assert (folder / 'last.pth.tar').exists() and not (folder / compare.DONE).exists()
+        console = (out / 'console' / f'{name}.txt').read_text()
+        # one iteration further each time: each stop saved where it was, each rerun resumed
+        assert console.count('stopped after epoch 1 iteration') == step, console
+
+    # A harness killed outright leaves its training running (holding its folder's lock).
+    output = tmp_path / 'killed.txt'
+    harness = start(output)
+    [orphan] = gated_trainings(gate, 1, harness, output)
+    os.kill(harness.pid, signal.SIGKILL)
+    harness.wait(timeout=TIMEOUT)
+    assert alive(orphan)
+    output = tmp_path / 'rerun.txt'
+    rerun = start(output)
+    waiting = f'waiting for {name}: another training holds it'
+    wait_for(lambda: waiting in output.read_text(), 'the waiting line', rerun, output)
+    # untouched: neither deleted nor trained in by a second training
+    assert (folder / 'last.pth.tar').exists() and (folder / 'log.txt').exists()
+    assert f'start {name}' not in output.read_text()
+    gate.touch()  # the orphan finishes; then the rerun takes the folder over
+    assert rerun.wait(timeout=TIMEOUT) == 0, output.read_text()
+    text = output.read_text()
+    assert text.count(waiting) == 1 and f'start {name} (resuming)' in text, text
+    assert 'FAILED' not in text and f'summary: {out / "summary.md"}' in text
+    [row] = csv.DictReader(open(out / 'summary.csv'))
+    assert (row['loss'], row['n']) == ('Gated', '1')
+    # one command trained the run, five times over: it is named once
     assert (out / 'summary.md').read_text().count('compare.py --out') == 1
+
+
+def test_a_second_harness_on_the_same_out_is_refused_at_once(glyphs_root, tmp_path, capsys):
+    out = tmp_path / 'grid'
+    out.mkdir()
+    with open(out / 'harness.lock', 'a') as lock:  # as a harness at work there holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status = compare.main(['--out', str(out), '--losses', 'MS', '--mmsi', '0', '--seeds', '0',
+                               '--protocol', 'scratch', '--', *tiny_flags(glyphs_root)])
+    assert status == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f'error: --out {out} is in use by another compare.py; wait for it to end or choose '
+        f'another --out'] and captured.out == ''
+    assert sorted(os.listdir(out)) == ['harness.lock', 'runs'] and not os.listdir(out / 'runs')
+
+
+# ---- a finished tiny grid: relative --out, changed flags, --extend -------------------------------
+
+RELATIVE_OUT = 'harness_relative_out'  # also the folder that must not appear in the repository
+
+
+@pytest.fixture(scope='module')
+def finished_grid(glyphs_root, tmp_path_factory):
+    """(folder the harness ran in, its arguments, output) of a finished fine-tuning grid (stage
+    1 and an MS plain and an MMSI cell, one seed, one epoch each) trained from another folder
+    than the repository with a relative --out. Tests copy it, never write into it."""
+    base = tmp_path_factory.mktemp('relative')
+    arguments = ['--out', RELATIVE_OUT, '--losses', 'MS', '--mmsi', '0', '1', '--seeds', '0',
+                 '--stage1_epochs', '1', '--jobs', '2', '--threads', '1', '--',
+                 *tiny_flags(glyphs_root)]
+    output = base / 'harness.txt'
+    try:
+        status = start_harness(arguments, output, cwd=base).wait(timeout=TIMEOUT)
+    finally:  # the old behaviour trained in the repository: do not leave that behind
+        in_repository = os.path.join(ROOT, RELATIVE_OUT)
+        split = os.path.exists(in_repository)
+        shutil.rmtree(in_repository, ignore_errors=True)
+    assert status == 0 and not split, output.read_text()
+    return base, arguments, output.read_text()
+
+
+def copy_grid(finished_grid, where):
+    base, arguments, _ = finished_grid
+    shutil.copytree(base / RELATIVE_OUT, where, symlinks=True)
+    return arguments[2:]  # without --out
+
+
+def test_a_relative_out_from_another_folder_keeps_every_file_there(finished_grid, tmp_path,
+                                                                   capsys, monkeypatch):
+    base, arguments, text = finished_grid
+    out = base / RELATIVE_OUT
+    assert f'output in {out}' in text and f'summary: {out / "summary.md"}' in text
+    cells = ['MS_mmsi0_none_seed0', 'MS_mmsi1_official_seed0']
+    for folder in ['stage1/MS_seed0'] + [f'runs/{cell}' for cell in cells]:
+        assert (out / folder / 'last.pth.tar').exists() and (out / folder / compare.DONE).exists()
+        assert (out / 'console' / f'{os.path.basename(folder)}.txt').exists()
+    for cell in cells:  # fine-tuned from the stage-1 checkpoint, by its absolute path
+        log = (out / 'runs' / cell / 'log.txt').read_text()
+        assert f'--pretrained {out}/stage1/MS_seed0/ckp_ep1.pth.tar' in log
+        assert f'--save_dir {out}/runs/{cell}' in log
+
+    # Rerun from another folder on a copy: nothing trains, and a command that trained nothing
+    # is not named among those that trained the runs.
+    shutil.copytree(out, tmp_path / RELATIVE_OUT, symlinks=True)
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([arg if arg != '2' else '1' for arg in arguments]) == 0  # --jobs 1
+    captured = capsys.readouterr()
+    assert 'start' not in captured.out, captured
+    assert all(f'skip {name}: finished' in captured.out for name in ['MS_seed0'] + cells)
+    assert f'summary: {tmp_path / RELATIVE_OUT / "summary.md"}' in captured.out
+    markdown = (tmp_path / RELATIVE_OUT / 'summary.md').read_text()
+    assert '--jobs 2' in markdown and '--jobs 1' not in markdown
+    assert not os.path.exists(os.path.join(ROOT, RELATIVE_OUT))
+
+
+def test_changed_flags_are_refused_and_extend_continues_the_runs(
+        finished_grid, tmp_path, capsys):
+    out = tmp_path / 'grid'
+    arguments = ['--out', str(out), *copy_grid(finished_grid, out)]
+    kept = {path: digest(path) for path in out.glob('*/*.cell.json')}
+
+    def refused(extra, *before_dash):
+        split = arguments.index('--')
+        status = compare.main(arguments[:split] + list(before_dash) + arguments[split:] + extra)
+        captured = capsys.readouterr()
+        assert status == 2 and len(captured.err.splitlines()) == 1, captured
+        assert 'start' not in captured.out
+        return captured.err
+
+    assert refused(['--lr', '0.01']).startswith(
+        'error: runs/MS_mmsi0_none_seed0 was trained with other flags: --lr 0.0001 -> 0.01; '
+        'rerun with its flags or choose another --out (and 1 other run(s))')
+    assert '--epochs 1 -> 2' in refused(['--epochs', '2']) and '--extend' in refused(
+        ['--epochs', '2'])
+    assert 'a stage-1 run is never extended' in refused([], '--extend', '--stage1_epochs', '2')
+    assert '--lr 0.0001 -> 0.01' in refused(['--epochs', '2', '--lr', '0.01'], '--extend')
+    assert {path: digest(path) for path in kept} == kept
+    assert all((out / 'runs' / name / compare.DONE).exists()
+               for name in ('MS_mmsi0_none_seed0', 'MS_mmsi1_official_seed0'))
+
+    extend = arguments[:arguments.index('--')] + ['--extend'] + arguments[
+        arguments.index('--'):] + ['--epochs', '2']
+    assert compare.main(extend) == 0
+    captured = capsys.readouterr()
+    assert 'skip MS_seed0: finished' in captured.out, captured
+    for name in ('MS_mmsi0_none_seed0', 'MS_mmsi1_official_seed0'):
+        assert f'start {name} (resuming)' in captured.out
+        epochs = [row['epoch'] for row in compare.read_rows(out / 'runs' / name) if 'R@1' in row]
+        assert epochs == [1, 2]
+        assert json.loads((out / 'runs' / f'{name}.cell.json').read_text())['epochs'] == 2
+    markdown = (out / 'summary.md').read_text()
+    trained_by = markdown.split('Trained by:\n\n')[1].split('\n\n')[0].splitlines()
+    assert len(trained_by) == 2 and '--extend' in trained_by[1], markdown
+    assert 'missing' not in markdown
+
+
+def test_a_damaged_metrics_line_after_a_grid_run_is_one_error_line(finished_grid, tmp_path,
+                                                                   capsys):
+    out = tmp_path / 'grid'
+    arguments = ['--out', str(out), *copy_grid(finished_grid, out)]
+    metrics = out / 'runs' / 'MS_mmsi0_none_seed0' / 'metrics.jsonl'
+    lines = metrics.read_text().splitlines()
+    metrics.write_text('\n'.join(['{"epoch": 1, "lo'] + lines) + '\n')
+    assert compare.main(arguments) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f'error: {metrics}, line 1: not a JSON object: \'{{"epoch": 1, "lo\''], captured
+    assert 'summary:' not in captured.out
+    assert compare.main(['--summarise', str(out)]) == 1
+    assert capsys.readouterr().err.splitlines()[0].startswith(f'error: {metrics}, line 1')
+
+
+# ---- input ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('harness_flags, message', [
+    (['--jobs', '0'], "argument --jobs: expected a finite number at least 1, got '0'"),
+    (['--jobs', '-1'], "argument --jobs: expected a finite number at least 1, got '-1'"),
+    (['--threads', '0'], "argument --threads: expected a finite number at least 1, got '0'"),
+    (['--stage1_epochs', '-2'], 'argument --stage1_epochs: expected a finite number at least 1'),
+    (['--losses', 'MS', 'MS'], '--losses: MS is given twice'),
+    (['--seeds', '0', '0'], '--seeds: 0 is given twice'),
+    (['--mmsi', '1', '1'], '--mmsi: 1 is given twice'),
+    (['--vary', 'lr=1e-5,1e-5'], '--vary lr: 1e-5 is given twice'),
+    (['--vary', 'lr=1e-5', '--vary', 'lr=1e-4'], '--vary lr: given twice'),
+    (['--', '--batch_size', '7'],
+     'stage1/MS_seed0: --batch_size 7 must be a multiple of the number of instances'),
+    (['--losses', 'SupCon', 'MS', '--', '--loss_param', 'temperature=0.2'],
+     '--loss_param temperature: MS has no such parameter'),
+])
+def test_bad_harness_input_is_one_line_before_anything_is_written(
+        glyphs_root, tmp_path, capsys, harness_flags, message):
+    out = tmp_path / 'out'
+    split = harness_flags.index('--') if '--' in harness_flags else len(harness_flags)
+    status = compare.main(['--out', str(out), *harness_flags[:split], '--',
+                           *tiny_flags(glyphs_root), *harness_flags[split + 1:]])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ''
+    [line] = captured.err.splitlines()
+    assert line.startswith('error: ') and message in line, line
+    assert not out.exists()
+
+
+def test_common_flags_are_checked_with_each_loss_of_the_grid(tmp_path, capsys):
+    options = compare.build_parser().parse_args(
+        ['--out', str(tmp_path), '--losses', 'SupCon', '--seeds', '0', '--stage1_epochs', '2'])
+    stage1, runs = compare.plan(options, ['--data', 'glyphs', '--loss_param', 'temperature=0.2'])
+    assert {run.args.loss_params['temperature'] for run in runs} == {0.2}
+    # stage 1 is plain MS, which has no temperature: left out of its flags, with a note
+    assert stage1[0].args.loss_params == {} and 'temperature' not in ' '.join(stage1[0].flags)
+    assert 'note: stage 1 is plain MS, which has no temperature' in capsys.readouterr().err
+
+
+def test_every_stage1_failing_is_one_line_and_no_summary(glyphs_root, tmp_path, capsys,
+                                                         monkeypatch):
+    failing = tmp_path / 'failing_trainer.py'
+    failing.write_text('import sys\nsys.exit(1)\n')
+    monkeypatch.setattr(compare, 'TRAINER', str(failing))
+    out = tmp_path / 'out'
+    assert compare.main(['--out', str(out), '--losses', 'MS', '--seeds', '0', '1', '--threads',
+                         '1', '--', *tiny_flags(glyphs_root)]) == 1
+    captured = capsys.readouterr()
+    assert 'summary' not in captured.out and 'FAILED MS_seed1 (exit 1)' in captured.out
+    assert captured.err.splitlines() == [
+        f'error: every stage-1 run failed (see {out / "console"}): no cell could start; '
+        f'nothing to summarise']
+
+
+def test_summary_problems_are_one_error_line_and_never_announced(tmp_path, capsys):
+    assert compare.main(['--summarise', str(tmp_path / 'absent')]) == 2
+    assert capsys.readouterr().err == f'error: --summarise {tmp_path / "absent"}: no such folder\n'
+    for seed in (0, 1, 2):  # seed 2 stopped after epoch 1 of 2; seed 3 never started
+        write_run(tmp_path, 'MS', 1, 'official', seed, {1: 0.5, 2: 0.6} if seed < 2 else {1: 0.5},
+                  epochs=2)
+    cell = compare.Cell('MS', 1, 'official')
+    descriptor = json.loads((tmp_path / 'runs' / f'{compare.run_name(cell, 0)}.cell.json')
+                            .read_text())
+    descriptor.update(seed=3, name=compare.run_name(cell, 3))
+    (tmp_path / 'runs' / f'{descriptor["name"]}.cell.json').write_text(json.dumps(descriptor))
+    (tmp_path / 'summary.md').mkdir()  # cannot be written
+    assert compare.main(['--summarise', str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f'error: cannot write the summary: {tmp_path / "summary.md"}: Is a directory']
+    missing = ['MS MMSI official: seed 2 missing (not finished)',
+               'MS MMSI official: seed 3 missing (not started)']
+    assert captured.out.splitlines() == missing
+    (tmp_path / 'summary.md').rmdir()
+    assert compare.main(['--summarise', str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == missing + [
+        f'summary: {tmp_path / "summary.md"}']
+    assert all(f'- {line}' in (tmp_path / 'summary.md').read_text() for line in missing)
