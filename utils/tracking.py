@@ -66,16 +66,42 @@ class Writer:
         pass
 
 
+def _summary_writer_class(log_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise InputError(f'--tensorboard {log_dir}: the tensorboard package is missing ({err}); '
+                         f'install it: pip install tensorboard==2.21.0 (as requirements.txt '
+                         f'pins it)') from None
+    return SummaryWriter
+
+
+def _wandb_module(project):
+    try:
+        return importlib.import_module('wandb')
+    except ImportError:
+        raise InputError(f'--wandb {project}: the wandb package is not installed; install it '
+                         f'(pip install wandb) and log in (wandb login), or use --wandb_mode '
+                         f'offline') from None
+
+
+def check_backends(tensorboard=None, wandb=None, wandb_mode='online'):
+    """The InputError open_writer would raise, without creating any file: for the checks a run
+    makes before its first write."""
+    if tensorboard:
+        _summary_writer_class(tensorboard)
+    if wandb:
+        if wandb_mode not in WANDB_MODES:
+            raise InputError(f'--wandb_mode {wandb_mode!r}: choose one of '
+                             f'{", ".join(WANDB_MODES)}')
+        _wandb_module(wandb)
+
+
 class TensorBoardWriter(Writer):
     """Event files under `log_dir` (`tensorboard --logdir DIR`)."""
 
     def __init__(self, log_dir):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise InputError(f'--tensorboard {log_dir}: the tensorboard package is missing '
-                             f'({err}); install it: pip install tensorboard==2.21.0 (as '
-                             f'requirements.txt pins it)') from None
+        SummaryWriter = _summary_writer_class(log_dir)
         self.log_dir = str(log_dir)
         self.summary = SummaryWriter(log_dir=self.log_dir)
 
@@ -93,14 +119,8 @@ class WandbWriter(Writer):
     'offline' (synced later with `wandb sync`) or 'disabled'."""
 
     def __init__(self, project, dir, mode='online', name=None, config=None):
-        if mode not in WANDB_MODES:
-            raise InputError(f'--wandb_mode {mode!r}: choose one of {", ".join(WANDB_MODES)}')
-        try:
-            wandb = importlib.import_module('wandb')
-        except ImportError:
-            raise InputError(f'--wandb {project}: the wandb package is not installed; install '
-                             f'it (pip install wandb) and log in (wandb login), or use '
-                             f'--wandb_mode offline') from None
+        check_backends(wandb=project, wandb_mode=mode)
+        wandb = _wandb_module(project)
         self.run = wandb.init(project=project, dir=str(dir), mode=mode, name=name,
                               config=dict(config or {}))
 
@@ -140,5 +160,5 @@ def open_writer(tensorboard=None, wandb=None, wandb_dir='.', wandb_mode='online'
     return writers[0] if len(writers) == 1 else Writers(writers)
 
 
-__all__ = ['Writer', 'TensorBoardWriter', 'WandbWriter', 'Writers', 'open_writer',
+__all__ = ['Writer', 'TensorBoardWriter', 'WandbWriter', 'Writers', 'open_writer', 'check_backends',
            'numeric_items', 'row_step']

@@ -8,8 +8,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from utils.errors import InputError
-from utils.tracking import (TensorBoardWriter, WandbWriter, Writer, Writers, numeric_items,
-                            open_writer)
+from utils.tracking import (TensorBoardWriter, WandbWriter, Writer, Writers, check_backends,
+                            numeric_items, open_writer)
 
 EPOCH_ROW = {'epoch': 3, 'iterations': 12, 'loss': 0.75, 'pos_sim': torch.tensor(0.5),
              'skipped': {'warmup': 4, 'zero_weights': 1}, 'seconds': 9.5,
@@ -58,12 +58,23 @@ def test_missing_tensorboard_is_one_input_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', None)  # import fails
     with pytest.raises(InputError, match='pip install tensorboard==2.21.0'):
         TensorBoardWriter(tmp_path)
+    with pytest.raises(InputError, match='--tensorboard .*tb: the tensorboard package'):
+        check_backends(tensorboard=str(tmp_path / 'tb'))
+
+
+def test_check_backends_writes_nothing(tmp_path, fake_wandb):
+    check_backends(tensorboard=str(tmp_path / 'tb'), wandb='mmsi', wandb_mode='offline')
+    assert not (tmp_path / 'tb').exists() and not fake_wandb.runs
+    with pytest.raises(InputError, match="--wandb_mode 'later'"):
+        check_backends(wandb='mmsi', wandb_mode='later')
 
 
 def test_missing_wandb_is_one_input_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'wandb', None)
     with pytest.raises(InputError, match=r'--wandb mmsi: .*pip install wandb'):
         WandbWriter('mmsi', tmp_path)
+    with pytest.raises(InputError, match=r'--wandb mmsi: .*pip install wandb'):
+        check_backends(wandb='mmsi')
     with pytest.raises(InputError, match="--wandb_mode 'sometimes'"):
         WandbWriter('mmsi', tmp_path, mode='sometimes')
 
