@@ -79,10 +79,12 @@ def main():
     if args.full:
         value, whole = timed(device, lambda: nmi(emb, labels, seed=args.seed))
         print(f'evaluations.nmi on these random embeddings: {whole:.2f} s (NMI {value:.3f})')
+    def minutes(iterations):
+        return (seeding + iterations * per_iteration) * factor / 60
+
     print(f'SOP size (x{factor:.0f} in N x k): seeding ~{seeding * factor:.0f} s, one Lloyd '
-          f'iteration ~{per_iteration * factor:.1f} s, so ~{(seeding + 20 * per_iteration) * factor / 60:.1f} '
-          f'min for 20 iterations and ~{(seeding + 100 * per_iteration) * factor / 60:.1f} min '
-          f'for the 100-iteration cap, on this device')
+          f'iteration ~{per_iteration * factor:.1f} s, so ~{minutes(20):.1f} min for 20 '
+          f'iterations and ~{minutes(100):.1f} min for the 100-iteration cap, on this device')
     print(f'FLOPs at SOP size: one Lloyd iteration 2NkD = {2 * SOP_N * SOP_K * SOP_D:.2e}, '
           f'seeding about the same in k sequential matrix-vector products')
     print('command:', shlex.join([sys.executable, *sys.argv]))

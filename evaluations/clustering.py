@@ -142,7 +142,8 @@ def _checked(embeddings, labels):
         raise ValueError(f'embeddings must be a non-empty [N, D] tensor, got shape '
                          f'{tuple(embeddings.shape)}')
     if labels.dim() != 1 or len(labels) != len(embeddings):
-        raise ValueError(f'labels must be [N] = [{len(embeddings)}], got shape {tuple(labels.shape)}')
+        raise ValueError(f'labels must be [N] = [{len(embeddings)}], got shape '
+                         f'{tuple(labels.shape)}')
     if not torch.isfinite(embeddings).all():
         raise ValueError('embeddings contain NaN or infinite values')
     return embeddings, labels.to(embeddings.device)

@@ -42,9 +42,10 @@ PATCH = 16
 FEATURE_DIM = 384
 MIN_WIDTH = PATCH
 TIMM_ARCH = 'vit_small_patch16_224'
-EXPECTED_WEIGHTS = ('ViT-S/16 weights in timm\'s format (DeiT-S deit_small_patch16_224-cd65a155.pth,'
-                    ' DINO dino_deitsmall16_pretrain.pth, a state dict saved from timm\'s '
-                    f'{TIMM_ARCH}) or a ViT-S/16 checkpoint of this project')
+EXPECTED_WEIGHTS = ('ViT-S/16 weights in timm\'s format (DeiT-S '
+                    'deit_small_patch16_224-cd65a155.pth, DINO dino_deitsmall16_pretrain.pth, '
+                    f'a state dict saved from timm\'s {TIMM_ARCH}) or a ViT-S/16 checkpoint '
+                    'of this project')
 
 
 class ViTS16(nn.Module):
