@@ -7,9 +7,9 @@ Everything printed also goes to <save_dir>/log.txt; per-epoch numbers to metrics
 checkpoints to last.pth.tar (every epoch) and ckp_epN.pth.tar (every --save_step epochs).
 Bad input ends with one "error: ..." line and exit status 2, before anything is written.
 
-Reading order: `main` parses the flags, builds the run (utils/build.py), trains it epoch by
-epoch (`train`, with trainer.train_epoch and the step of trainer.py or trainer_MMSI.py) and
-evaluates it (`evaluate`).
+Reading order: `main` resolves the flags into the run's configuration (utils/config.py), builds
+the run (utils/build.py), trains it epoch by epoch (`train`, with trainer.train_epoch and the
+step of trainer.py or trainer_MMSI.py) and evaluates it (`evaluate`).
 """
 import os
 import signal
@@ -17,14 +17,17 @@ import sys
 import threading
 import time
 
+import torch
+
 import trainer
-from evaluations import ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics
-from utils.args import parse_args
+from evaluations import ExtractionStopped, extract_features, recall_ks_for, split_metrics
+from common.errors import InputError
 from utils.build import build_run
-from utils.checkpoint import LAST_CHECKPOINT, epoch_checkpoint_name, save_checkpoint
+from utils.checkpoint import save_checkpoint
+from utils.config import resolve
 from utils.distributed import Distributed
-from utils.errors import InputError
-from utils.logger import format_skipped, format_stats, recall_line
+from utils.run_folder import LAST_CHECKPOINT, epoch_checkpoint_name
+from common.log_format import format_skipped, format_stats, recall_line
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -33,7 +36,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # the same request; a later one exits at once.
 SAME_REQUEST_SECONDS = 2.0
 
-setup = build_run  # MMSI_train.setup(parse_args([...])): a built run, for notebooks and tests
+
+def setup(argv=None, **defaults):
+    """A built run from command-line flags, for notebooks and tests: MMSI_train.setup([...])."""
+    return build_run(resolve(argv, **defaults))
 
 
 class StopRequested(Exception):
@@ -47,7 +53,7 @@ def main(argv=None, **defaults):
     run, dist = None, Distributed.from_environment()
     previous_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        run = build_run(parse_args(argv, **defaults), dist)
+        run = build_run(resolve(argv, **defaults), dist)
         handle_stop_signals(run)
         return train(run)
     except InputError as err:
@@ -66,6 +72,7 @@ def main(argv=None, **defaults):
                 signal.signal(signum, handler)
         if run is not None and run.log is not None:
             run.log.close()
+            run.tracker.close()
         dist.stop()
 
 
@@ -114,12 +121,12 @@ def train(run):
         first_batch, meter_state = 0, None
         row = epoch_row(run, epoch, meter, time.time() - tic)
         run.log.print(epoch_line(row))
-        trainer.check_parameters(run, epoch, meter.iterations)
         if epoch % args.save_step == 0 or epoch == args.epochs:
             # abandoned: the epoch is saved as its last iteration, to evaluate on resuming
-            evaluate_and_record(run, row, position=(epoch, meter.iterations, meter))
+            evaluate_and_record(run, row, position=(epoch, meter.iterations, meter),
+                                final=epoch == args.epochs)
         else:
-            run.log.record(row)
+            record(run, row)
         save_checkpoint(run, epoch)
         if epoch % args.save_step == 0:
             save_checkpoint(run, epoch, name=epoch_checkpoint_name(epoch))
@@ -133,7 +140,6 @@ def after_iteration(run, epoch, iteration, meter):
     together by all processes)."""
     every = run.args.eval_every
     if every and run.global_step % every == 0:
-        trainer.check_parameters(run, epoch, iteration)
         evaluate_and_record(run, {'epoch': epoch, 'iteration': iteration,
                                   'per_epoch': run.iterations_per_epoch,
                                   'global_step': run.global_step},
@@ -144,7 +150,6 @@ def after_iteration(run, epoch, iteration, meter):
     if stop:
         stop_at(run, epoch, iteration, meter)
     if due:
-        trainer.check_parameters(run, epoch, iteration)
         save_checkpoint(run, epoch, iteration, meter)
 
 
@@ -152,7 +157,6 @@ def stop_at(run, epoch, iteration, meter, during=''):
     """Save the state at the boundary after `iteration` of `epoch` and end the run with
     128 + signal."""
     run.stop_signal = run.stop_signal or signal.SIGTERM  # another process got it
-    trainer.check_parameters(run, epoch, iteration)
     path = save_checkpoint(run, epoch, iteration, meter)
     run.log.print(f'{signal.Signals(run.stop_signal).name} received{during}: stopped after '
                   f'epoch {epoch} iteration {iteration}; resume with --resume {path}')
@@ -168,16 +172,34 @@ def stop_non_finite(run, err):
                   f'{err.iteration} ({err}); {kept}')
 
 
-def evaluate(run):
-    """Retrieval metrics on the test split. Each process embeds its shard; the main process
-    scores them all (the metrics do not depend on the order of the embeddings). Raises, on
-    every process, ExtractionStopped when a stop was requested meanwhile, NonFinite for NaN or
-    infinite embeddings."""
+def evaluate(run, final=False):
+    """Retrieval metrics on the test split (the gallery against itself, or the query set
+    against the gallery where the data set has one), and NMI at the `final` evaluation or at
+    every one (--nmi). Each process embeds its shard; the main process scores them all (the
+    metrics do not depend on the order of the embeddings). Raises, on every process, NonFinite
+    for non-finite parameters or embeddings, ExtractionStopped when a stop was requested
+    meanwhile."""
+    trainer.check_parameters(run)
     tic = time.time()
+    gallery, gallery_labels = embed_shards(run, run.loaders.gallery)
+    query = query_labels = None
+    if run.loaders.query is not None:
+        query, query_labels = embed_shards(run, run.loaders.query)
+    metrics = {}
+    if run.dist.is_main:
+        nmi = run.args.nmi == 'every' or (run.args.nmi == 'final' and final)
+        metrics = split_metrics(gallery, gallery_labels, recall_ks_for(run.args.data),
+                                query, query_labels, nmi=nmi, nmi_seed=run.seed)
+    metrics['eval_seconds'] = round(time.time() - tic, 2)
+    return metrics
+
+
+def embed_shards(run, loader):
+    """(embeddings, labels) of a test set, every process's shard gathered on every process."""
     try:
-        emb, labels = extract_features(run.local_embed, run.gallery_loader, run.device,
+        emb, labels = extract_features(run.network.local_embed, loader, run.device,
                                        progress=run.args.progress and run.dist.is_main,
-                                       desc='evaluate', prepare=run.prepare,
+                                       desc='evaluate', prepare=run.network.prepare,
                                        should_stop=lambda: run.stop_signal is not None)
         stopped = False
     except ExtractionStopped:
@@ -186,33 +208,37 @@ def evaluate(run):
         raise ExtractionStopped
     # Finite but huge parameters can still overflow in the network.
     if not run.dist.all_true(bool(emb.isfinite().all()), run.device):
-        raise trainer.NonFinite('embeddings', 'in the evaluation; the parameters are finite')
+        raise trainer.NonFinite(run, 'embeddings', 'in the evaluation; the parameters are finite')
     emb = run.dist.all_gather_varying(emb.to(run.device))
     labels = run.dist.all_gather_varying(labels.to(run.device))
-    metrics = {}
-    if run.dist.is_main:
-        metrics = retrieval_metrics(emb, labels, ks=recall_ks_for(run.args.data))
-    metrics['eval_seconds'] = round(time.time() - tic, 2)
-    return metrics
+    if run.dist.enabled:  # back to the data set's order (process r embedded r, r + world, ...)
+        # k-means++ seeds by position: NMI then equals a single process's
+        order = torch.cat([torch.arange(rank, len(emb), run.dist.world_size)
+                           for rank in range(run.dist.world_size)]).to(emb.device)
+        emb, labels = emb[order.argsort()], labels[order.argsort()]
+    return emb, labels
 
 
-def evaluate_and_record(run, row, position):
-    """Evaluate, log the Recall line, and record `row` with the metrics in metrics.jsonl. On a
-    stop request the evaluation is abandoned and the run stops at `position` (epoch, iteration,
-    meter), the iteration boundary the evaluation follows."""
+def evaluate_and_record(run, row, position, final=False):
+    """Evaluate, log the Recall line, and record `row` with the metrics in metrics.jsonl (and
+    the tracker). On a stop request the evaluation is abandoned and the run stops at `position`
+    (epoch, iteration, meter), the iteration boundary the evaluation follows."""
     try:
-        metrics = evaluate(run)
+        metrics = evaluate(run, final)
     except ExtractionStopped:
         stop_at(run, *position, during=' during the evaluation (abandoned)')
-    except trainer.NonFinite as err:
-        err.epoch, err.iteration = position[:2]
-        raise
     where = f'epoch {row["epoch"]}' + (f' iteration {row["iteration"]}'
                                        if 'iteration' in row else '')
     run.log.print(recall_line(where, metrics))
     row.update(metrics)
-    run.log.record(row)
+    record(run, row)
     return metrics
+
+
+def record(run, row):
+    """A row of metrics.jsonl, also sent to TensorBoard / W&B when asked for."""
+    run.log.record(row)
+    run.tracker.record(row, step=run.global_step)
 
 
 def epoch_row(run, epoch, meter, seconds):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does MMSI help? A grid of runs (losses x MMSI on/off x pair-weight forms x seeds), summarised
-# with 95% confidence intervals by utils/compare.py. Defaults: the Glyphs demo's settings
+# with 95% confidence intervals by compare.py. Defaults: the Glyphs demo's settings
 # (fine-tuning a plain-MS stage 1 per seed). Any variable below can be set from the environment:
 #   LOSSES="MS Triplet" SEEDS="0 1 2" VARY="val_batch_size=10,40" bash Run_compare.sh
 # EXTRA_ARGS adds training flags; QUICK=1 runs the harness's small version (--quick).
@@ -47,5 +47,5 @@ training=(--data "$DATA" --data_root "$DATA_ROOT" --width "$WIDTH" --origin_widt
 read -r -a extra <<< "${EXTRA_ARGS:-}"
 training+=("${extra[@]}")
 
-echo "$PYTHON utils/compare.py ${harness[*]} -- ${training[*]}"
-exec "$PYTHON" utils/compare.py "${harness[@]}" -- "${training[@]}"
+echo "$PYTHON compare.py ${harness[*]} -- ${training[*]}"
+exec "$PYTHON" compare.py "${harness[@]}" -- "${training[@]}"

@@ -1,9 +1,11 @@
-"""Evaluate a saved model on the test split: Recall@K and MAP@R.
+"""Evaluate a saved model on the test split: Recall@K, MAP@R, R-Precision and NMI (--nmi off to
+leave NMI out).
 
     python test.py --resume ckps/run/ckp_ep30.pth.tar [--data_root DataSet] [--device cuda]
 
-For checkpoints of this project, --data, --net, --dim, --width and --origin_width default to
-the values the run was trained with; an official checkpoint needs them on the command line.
+For checkpoints of this project every flag defaults to the value the run was trained with
+(utils/config.py resolves them as for resuming a run); an official checkpoint needs --data,
+--net, --dim, --width and --origin_width on the command line.
 """
 import sys
 
@@ -12,37 +14,36 @@ from torch.utils.data import DataLoader
 
 import DataSet
 import models
-from evaluations import extract_features, recall_ks_for, retrieval_metrics
+from common.errors import InputError
+from common.log_format import format_recalls
+from evaluations import extract_features, recall_ks_for, split_metrics
 from MMSI_train import last_line
-from utils.args import build_parser
-from utils.build import pick_device
-from utils.checkpoint import FORMAT, load_checkpoint
-from utils.errors import InputError
-from utils.logger import format_recalls
-
-TRAINING_SETUP = ('data', 'net', 'dim', 'width', 'origin_width')
+from utils.config import resolve
 
 
 def evaluate_checkpoint(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.resume:
+    config, checkpoint, splits, _ = resolve(argv, evaluate_only=True)
+    if checkpoint is None:
         raise InputError('--resume: give the checkpoint to evaluate')
-    checkpoint = load_checkpoint(args.resume)
-    if checkpoint.get('format') == FORMAT:  # the run's own settings unless given explicitly
-        saved = checkpoint['args']
-        parser.set_defaults(**{key: saved[key] for key in TRAINING_SETUP})
-        args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    model = models.create(args.net, data=args.data, dim=args.dim, pretrained=None)
-    models.load_pretrained(model, args.resume)
-    dataset = DataSet.create(args.data, args.data_root, args.width, args.origin_width)
-    loader = DataLoader(dataset.gallery, batch_size=args.eval_batch_size,
-                        num_workers=args.nThreads, pin_memory=device.type == 'cuda')
-    emb, labels = extract_features(model.to(device), loader, device, progress=args.progress)
-    metrics = retrieval_metrics(emb.to(device), labels.to(device), ks=recall_ks_for(args.data))
+    device = torch.device(config.device)
+    model = models.create(config.net, data=config.data, dim=config.dim, pretrained=None,
+                          width=config.width)
+    models.load_pretrained(model, config.resume, loaded=checkpoint)
+    model.to(device)
+    dataset = DataSet.create(config.data, config.data_root, config.width, config.origin_width,
+                             splits=splits)
+
+    def embed(images):
+        if images is None:
+            return None, None
+        loader = DataLoader(images, batch_size=config.eval_batch_size,
+                            num_workers=config.nThreads, pin_memory=device.type == 'cuda')
+        emb, labels = extract_features(model, loader, device, progress=config.progress)
+        return emb.to(device), labels.to(device)
+    metrics = split_metrics(*embed(dataset.gallery), recall_ks_for(config.data),
+                            *embed(dataset.query), nmi=config.nmi != 'off')
     epoch = checkpoint.get('epoch', '?')
-    print(f'{args.resume} (epoch {epoch}) on {dataset.source}: {format_recalls(metrics)}')
+    print(f'{config.resume} (epoch {epoch}) on {dataset.source}: {format_recalls(metrics)}')
     return metrics
 
 

@@ -13,19 +13,19 @@ import torch
 from torch.nn.utils import get_total_norm
 
 import losses
-from utils.logger import format_skipped, format_stats
+from common.log_format import format_skipped, format_stats
 
 
 class NonFinite(RuntimeError):
     """A NaN or infinity in the run's `what` (the loss, the gradients, the parameters, ...),
-    found before it reached a checkpoint. `epoch` and `iteration`: the iteration that produced
-    it, filled in by train_epoch or by the caller of `check_parameters`."""
+    found before it reached a checkpoint, at `epoch` and `iteration`: the iteration that
+    produced it, `steps_ago` iterations before the run's current position."""
 
-    def __init__(self, what, detail, steps_ago=0):
+    def __init__(self, run, what, detail, steps_ago=0):
         super().__init__(detail)
         self.what = what
-        self.steps_ago = steps_ago  # parameters: iterations since the step that made them
-        self.epoch = self.iteration = None
+        epoch, iteration = run.position
+        self.epoch, self.iteration = epoch, iteration - steps_ago
 
 
 AFTER_STEP = 'after the optimizer step'
@@ -69,12 +69,9 @@ def train_epoch(run, epoch, after_iteration, start_iteration=0, meter_state=None
     since_print = EpochMeter()
     tic = time.time()
     run.model.train()
-    for iteration, (images, labels) in enumerate(run.train_loader, start_iteration + 1):
-        try:
-            stats = run.step(run, images, labels)
-        except NonFinite as err:
-            err.epoch, err.iteration = epoch, iteration - err.steps_ago
-            raise
+    for iteration, (images, labels) in enumerate(run.loaders.train, start_iteration + 1):
+        run.position = (epoch, iteration)
+        stats = run.step(run, images, labels)
         meter.add(dict(stats))
         since_print.add(dict(stats))
         run.global_step += 1
@@ -86,11 +83,13 @@ def train_epoch(run, epoch, after_iteration, start_iteration=0, meter_state=None
 
 
 def log_iteration(run, epoch, iteration, total, meter, seconds):
+    means = meter.means()
     parts = [f'Epoch: [{epoch}][{iteration}/{total}]',
-             f'Time {seconds / max(meter.iterations, 1):.3f}s/it', format_stats(meter.means())]
+             f'Time {seconds / max(meter.iterations, 1):.3f}s/it', format_stats(means)]
     if meter.skipped:
         parts.append(format_skipped(meter.skipped))
     run.log.print('  '.join(part for part in parts if part))
+    run.tracker.scalars(means, step=run.global_step)
 
 
 def optimizer_step(run, loss):
@@ -100,37 +99,36 @@ def optimizer_step(run, loss):
     parameters this step produces stays on the device until the next synchronisation
     (`check_parameters` reads it before a checkpoint or an evaluation)."""
     run.optimizer.zero_grad(set_to_none=True)
-    (loss if run.scaler is None else run.scaler.scale(loss)).backward()
+    scaler = run.network.scaler
+    (loss if scaler is None else scaler.scale(loss)).backward()
     # Under fp16 the gradient scaler skips the steps with infinite gradients itself.
-    grads = [] if run.scaler is not None else [
+    grads = [] if scaler is not None else [
         p.grad for p in run.model.parameters() if p.grad is not None]
     flags = [loss.detach().isfinite(), all_finite(grads, run.device), parameters_finite(run)]
     loss_ok, grads_ok, params_ok = run.dist.all_true_each(flags, run.device)
     if not params_ok:  # this is global iteration global_step + 1
-        raise NonFinite('parameters', AFTER_STEP, run.global_step + 1 - run.last_step)
+        raise NonFinite(run, 'parameters', AFTER_STEP, run.global_step + 1 - run.last_step)
     if not loss_ok:
-        raise NonFinite('loss', f'loss is {float(loss.detach())}' if not loss.isfinite() else
-                        'the loss of another process is not finite')
+        raise NonFinite(run, 'loss', f'loss is {float(loss.detach())}' if not loss.isfinite()
+                        else 'the loss of another process is not finite')
     if not grads_ok:
-        raise NonFinite('gradients', 'the loss is finite, its gradients are not')
-    if run.scaler is None:
+        raise NonFinite(run, 'gradients', 'the loss is finite, its gradients are not')
+    if scaler is None:
         run.optimizer.step()
     else:
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        scaler.step(run.optimizer)
+        scaler.update()
     run.parameters_finite = all_finite(list(run.model.parameters()), run.device)
     run.last_step = run.global_step + 1
 
 
-def check_parameters(run, epoch, iteration):
-    """Before a checkpoint or an evaluation at the boundary after `iteration` of `epoch`: raise
-    NonFinite when the last optimizer step left a NaN or an infinity in the parameters. Reads
-    the device flag (a host sync); every process holds the same parameters, so the processes
-    agree without a collective."""
+def check_parameters(run):
+    """Raise NonFinite when the last optimizer step left a NaN or an infinity in the
+    parameters (utils/checkpoint.save_checkpoint and the evaluation call it). Reads the device
+    flag (a host sync); every process holds the same parameters, so the processes agree
+    without a collective."""
     if not bool(parameters_finite(run)):
-        err = NonFinite('parameters', AFTER_STEP, run.global_step - run.last_step)
-        err.epoch, err.iteration = epoch, iteration - err.steps_ago
-        raise err
+        raise NonFinite(run, 'parameters', AFTER_STEP, run.global_step - run.last_step)
 
 
 def parameters_finite(run):
@@ -157,13 +155,13 @@ def skip_step(run, emb):
 
 def to_device(run, images, labels):
     """A loader batch -> (network input, labels) on the training device."""
-    return run.prepare(images, run.device), labels.to(run.device, non_blocking=True)
+    return run.network.prepare(images, run.device), labels.to(run.device, non_blocking=True)
 
 
 def plain_step(run, images, labels):
     """Plain DML: the loss on the pairs it mines, one Adam step."""
     images, labels = to_device(run, images, labels)
-    emb = run.train_embed(images)
+    emb = run.network.train_embed(images)
     loss = run.criteria.plain(emb, labels)
     optimizer_step(run, loss)
     pos_sim, neg_sim = losses.pair_similarity_stats(emb.detach(), labels)

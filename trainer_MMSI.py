@@ -3,7 +3,8 @@
 1. e = f(x; theta) with BN in eval; push e (detached) and y into the semi-global dictionary.
 2. Warm-up: while the dictionary holds fewer than --dict_min_classes classes, no update.
 3. (P, N) = pairs the S-form loss mines in e.
-4.-6. g = dL_G/dw at w = 0 (models/meta_layers.py); weights = relu(-g) / max(relu(-g)).
+4.-6. g = dL_G/dw at w = 0 (models/meta_layers.py), given L_W and L_G as closures over this
+   batch's labels and pairs and the dictionary; weights = relu(-g) / max(relu(-g)).
    Skip the iteration when L_G is exactly 0 or no pair gets a positive weight; stop the run
    (trainer.NonFinite) when L_G is NaN or infinite.
 7. Real step: L_W(e, weights) on the same batch, reusing e (BN in eval, no dropout: a fresh
@@ -18,49 +19,59 @@ from losses.pairs import masked_mean, pair_similarity_stats
 from models.meta_layers import meta_gradient, normalize_weights
 from trainer import skip_step, to_device
 
-# fp16 gradients of the validation loss can underflow; the pair weights are normalised by their
-# maximum, so a constant scale of L_G changes nothing else.
+# fp16 gradients of the validation loss can underflow: the step differentiates L_G times this
+# scale and divides g and L_G by it again (a power of two: exact). The pair weights are
+# normalised by their maximum, so the scale changes nothing else.
 VAL_LOSS_SCALE = {'off': 1.0, 'bf16': 1.0, 'fp16': 1024.0}
 
 
 def mmsi_step(run, images, labels):
     cpu_labels = labels  # the dictionary's bookkeeping reads them without a device sync
     images, labels = to_device(run, images, labels)
-    emb = run.train_embed(images)
+    emb = run.network.train_embed(images)
     if run.dist.enabled:  # every process stores every process's batch: identical dictionaries
         run.dictionary.push(run.dist.all_gather(emb.detach()), run.dist.all_gather(labels))
     else:
         run.dictionary.push(emb.detach(), cpu_labels)
-    if run.dictionary.num_classes < run.dict_min_classes:
+    if run.dictionary.num_classes < run.args.dict_min_classes:
         skip_step(run, emb)
         return {'skipped': 'warmup'}
 
     criteria = run.criteria
-    pos_mask, neg_mask = criteria.select(emb.detach(), labels)
+    pos_mask, neg_mask = criteria.select(emb.detach(), labels)  # 3. (P, N)
     val_images, val_labels = to_device(run, *run.next_val_batch())
     mem_emb, mem_labels = run.dictionary.tensors()
-    grad, val_loss = meta_gradient(
-        run.local_embed, images, labels, pos_mask, neg_mask, val_images, val_labels, mem_emb,
-        mem_labels, criteria.weighted, criteria.semi_global, run.args.meta_lr, method=run.args.meta_grad,
-        emb=emb, return_val_loss=True, val_loss_scale=VAL_LOSS_SCALE[run.args.amp])
-    value = float(val_loss)  # the skip decision; a NaN L_G means NaN embeddings or dictionary
+    scale = VAL_LOSS_SCALE[run.args.amp]
+
+    def train_loss(batch_emb, pair_weights):  # L_W(e, w) on (P, N): steps 4 and 7
+        return criteria.weighted(batch_emb, labels, pair_weights, pos_mask, neg_mask)
+
+    def val_loss(val_emb):  # L_G of the validation batch against D (step 5), times the scale
+        return criteria.semi_global(val_emb, val_labels, mem_emb, mem_labels) * scale
+
+    # 4.-6. g = dL_G/dw at w = 0, then the scale divided back out of g and L_G
+    grad, loss_g = meta_gradient(run.network.local_embed, images, val_images, train_loss, val_loss,
+                                 run.args.meta_lr, method=run.args.meta_grad, emb=emb)
+    grad, loss_g = grad / scale, loss_g / scale
+    value = float(loss_g)  # the skip decision; a NaN L_G means NaN embeddings or dictionary
     weights = None if value == 0 or not math.isfinite(value) else normalize_weights(grad)
     # Processes skip (or stop) together: the real step is one synchronised update.
     finite, usable = run.dist.all_true_each([math.isfinite(value), weights is not None],
                                             run.device)
     if not finite:
-        raise trainer.NonFinite('validation loss', f'L_G is {value}' if not math.isfinite(value)
+        raise trainer.NonFinite(run, 'validation loss', f'L_G is {value}'
+                                if not math.isfinite(value)
                                 else 'L_G of another process is not finite')
     if not usable:
         skip_step(run, emb)
         reason = 'zero_val_loss' if value == 0 else 'zero_weights'
         return {'skipped': reason if weights is None else 'other_process'}
 
-    loss = criteria.weighted(emb, labels, weights, pos_mask, neg_mask)
+    loss = train_loss(emb, weights)  # 7. the real step
     trainer.optimizer_step(run, loss)
     pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim,
-            'val_loss': val_loss, **weight_statistics(weights, pos_mask, neg_mask)}
+            'val_loss': loss_g, **weight_statistics(weights, pos_mask, neg_mask)}
 
 
 def weight_statistics(weights, pos_mask, neg_mask):

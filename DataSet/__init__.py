@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 from DataSet import readers, specs
 from DataSet.image_list import ImageList
 from DataSet.transforms import eval_transform, train_transform
-from utils.errors import InputError
+from common.errors import InputError
 
 
 def names():
@@ -65,16 +65,18 @@ def read_splits(name, root='DataSet'):
 
 
 def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16,
-           skip_bad_images=False):
+           skip_bad_images=False, splits=None, bad_image_log=None):
     """`.train` (random crops and flips), `.gallery` and `.query` (centre crops; `.query` None
-    unless the data set has a query set of its own) for data set `name`."""
-    splits = read_splits(name, root)
+    unless the data set has a query set of its own) for data set `name`.
+    `splits`: what read_splits returned, when the caller has read it already.
+    `bad_image_log`: the file where --skip_bad_images names each image it skips."""
+    splits = splits or read_splits(name, root)
 
     def image_list(items, transform):
         if items is None:
             return None
         images, labels = zip(*items)
-        return ImageList(images, labels, transform, skip_bad_images)
+        return ImageList(images, labels, transform, skip_bad_images, bad_image_log)
 
     return SimpleNamespace(
         name=name,

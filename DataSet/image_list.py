@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from utils.errors import InputError
+from common.errors import InputError
 
 
 class ImageList(Dataset):
@@ -31,7 +31,8 @@ class ImageList(Dataset):
     (`read_substituting_bad`).
     """
 
-    def __init__(self, images, labels, transform=None, skip_bad_images=False):
+    def __init__(self, images, labels, transform=None, skip_bad_images=False,
+                 bad_image_log=None):
         if len(images) != len(labels):
             raise ValueError(f'{len(images)} images but {len(labels)} labels')
         self.images = list(images)
@@ -43,7 +44,7 @@ class ImageList(Dataset):
             self.Index[label].append(index)
         self.Index = dict(self.Index)
         self.bad_images = set()  # per process: each loader worker keeps its own
-        self.bad_image_log = None  # path of the run's log.txt, set by the trainer
+        self.bad_image_log = bad_image_log  # the run's log.txt: skipped images are named there
 
     @property
     def num_classes(self):

@@ -8,7 +8,7 @@ Problems are reported as InputError naming the file and what was expected.
 """
 import os
 
-from utils.errors import InputError
+from common.errors import InputError
 
 # When present, these list files (the official code's format) take precedence over the layout.
 LIST_FILES = ('train.txt', 'test.txt')

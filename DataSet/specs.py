@@ -8,7 +8,7 @@ The loaders (DataSet/__init__.py), the evaluation (evaluations/retrieval.py), th
 from typing import Callable, NamedTuple, Optional
 
 from DataSet import readers
-from utils.errors import InputError
+from common.errors import InputError
 
 
 class DatasetSpec(NamedTuple):

@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as F2
 
 from DataSet.image_list import read_substituting_bad
 from DataSet.transforms import BGR_MEAN
-from utils.errors import InputError
+from common.errors import InputError
 
 JPEG_MAGIC = b'\xff\xd8'
 

@@ -46,11 +46,18 @@ def meta_weights():
     full = MixedPrecision(model, channels_last=True)
     half = MixedPrecision(model, 'bf16', channels_last=True)
     masks = crit_s(full(x).detach(), y)
-    args = (x, y, *masks, x_val, y_val, memory, memory_labels, crit_w, crit_g, 1e-5)
+
+    def train_loss(emb, pair_weights):
+        return crit_w(emb, y, pair_weights, *masks)
+
+    def val_loss(val_emb):
+        return crit_g(val_emb, y_val, memory, memory_labels)
+
     weights = {}
     for name, net, method in [('fp32 jvp', full, 'jvp'), ('fp32 exact', full, 'exact'),
                               ('bf16 jvp', half, 'jvp')]:
-        weights[name] = normalize_weights(meta_gradient(net, *args, method=method))
+        grad, _ = meta_gradient(net, x, x_val, train_loss, val_loss, 1e-5, method=method)
+        weights[name] = normalize_weights(grad)
     selected = masks[0] | masks[1]
     check('exact vs jvp pair weights (float32, TF32 off)',
           (weights['fp32 exact'] - weights['fp32 jvp']).abs().max() < 1e-2,

@@ -27,7 +27,7 @@ from losses.multi_similarity import MultiSimilarity
 from losses.pairs import pair_similarity_stats
 from losses.supcon import SupCon
 from losses.triplet import Triplet
-from utils.errors import InputError
+from common.errors import InputError
 
 RULES = {'Con': Contrastive, 'MS': MultiSimilarity, 'Triplet': Triplet, 'Circle': Circle,
          'SupCon': SupCon}

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from DataSet.specs import SPECS
-from utils.errors import InputError
+from common.errors import InputError
 
 FEATURE_DIM = 1024  # channels of the last inception block
 BN_EPS = 1e-5
@@ -231,21 +231,22 @@ EXPECTED_WEIGHTS = ('the Caffe-converted BN-Inception ImageNet weights (bn_incep
                     ' or a BN-Inception checkpoint of the official MMSI code or of this project')
 
 
-def load_pretrained(model, path):
+def load_pretrained(model, path, loaded=None):
     """Loads into `model` (in place) the ImageNet file, an official checkpoint or one of ours.
+    `loaded`: the file's contents when the caller has read it already (it is not read again).
 
     A path that does not exist leaves the random initialisation, with a loud warning. A file
     that is not BN-Inception, or whose embedding size differs from the model's, raises InputError
     (a ValueError).
     """
-    if not os.path.exists(path):
+    if loaded is None and not os.path.exists(path):
         message = (f'WARNING: pretrained weights file {path} not found: the backbone starts from '
                    'RANDOM initialisation')
         print(message)
         warnings.warn(message, stacklevel=2)
         return model
 
-    source = _read_state_dict(path)
+    source = _state_dict_in(_read(path) if loaded is None else loaded, path)
     target = model.state_dict()
 
     missing = [key for key in target if _is_backbone_key(key) and key not in source]
@@ -276,8 +277,7 @@ def load_pretrained(model, path):
     return model
 
 
-def _read_state_dict(path):
-    """The state dict inside the file, with DataParallel's `module.` prefixes removed."""
+def _read(path):
     try:
         try:
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)
@@ -288,7 +288,12 @@ def _read_state_dict(path):
     except Exception as err:  # any failure to read means: not a checkpoint we can use
         raise InputError(f'{path} is not a readable PyTorch file ({type(err).__name__}: '
                          f'{err}). Expected {EXPECTED_WEIGHTS}.') from err
+    return checkpoint
 
+
+def _state_dict_in(checkpoint, path):
+    """The state dict inside a file's contents, with DataParallel's `module.` prefixes
+    removed."""
     if isinstance(checkpoint, Mapping):
         for key in ('model', 'state_dict'):  # ours, the official code's
             if isinstance(checkpoint.get(key), Mapping):

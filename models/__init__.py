@@ -11,7 +11,7 @@ import importlib
 from models.BN_Inception import FEATURE_DIM, BN_Inception, BNInception
 from models.BN_Inception import load_pretrained as _load_bn_inception
 from models.BN_Inception import supported_width as _bn_inception_width
-from utils.errors import InputError
+from common.errors import InputError
 
 # canonical name -> (module, constructor, feature size, width rule for messages). Modules are
 # imported on first use, so that timm is needed only by a ViT run.
@@ -79,13 +79,14 @@ def check_width(net, width):
         raise InputError(f'--width {width}: {canonical_name(net)} needs {_entry(net)[1][2]}')
 
 
-def load_pretrained(model, path):
-    """Loads a weights file or checkpoint into `model` (in place), with the loader of its type."""
+def load_pretrained(model, path, loaded=None):
+    """Loads a weights file or checkpoint into `model` (in place), with the loader of its type.
+    `loaded`: the file's contents when the caller has read it already."""
     if isinstance(model, BNInception):
-        return _load_bn_inception(model, path)
+        return _load_bn_inception(model, path, loaded)
     module_name = type(model).__module__  # models.resnet, models.vit
     if module_name in {entry[0] for entry in _NETWORKS.values()}:
-        return importlib.import_module(module_name).load_pretrained(model, path)
+        return importlib.import_module(module_name).load_pretrained(model, path, loaded)
     raise TypeError(f'load_pretrained: no loader for {type(model).__name__}')
 
 

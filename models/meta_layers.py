@@ -1,10 +1,18 @@
 """MMSI's meta step: the derivative of the validation loss with respect to the pair weights.
 
-Notation (docs/design.md, "The meta-gradient"): L_W(e, w) is the weighted loss of the training batch's
-embeddings e = f(x; theta) with pair weights w [B, B] (zero outside the selected pairs),
+Notation (docs/design.md, "The meta-gradient"): L_W(e, w) is the weighted loss of the training
+batch's embeddings e = f(x; theta) with pair weights w [B, B] (zero outside the selected pairs),
 theta' = theta - eta * grad_theta L_W is the virtual step, and L_G the loss of the validation
 batch embedded with theta' against the semi-global dictionary. The pair weights are derived
 from g = dL_G/dw at w = 0.
+
+The two losses come in as closures, as in functorch's MAML example: the caller
+(trainer_MMSI.mmsi_step) binds the labels, the mined pairs, the dictionary, the loss forms and,
+under fp16, a scale of L_G; this module sees only
+
+    train_loss(emb, pair_weights) -> L_W      val_loss(val_emb) -> L_G
+
+and deals with the network, its parameters and the derivatives alone.
 
 Two ways to get g:
 - 'exact': the reference. Build theta' with a differentiable gradient (create_graph=True), embed
@@ -26,17 +34,19 @@ from models.BN_Inception_MetaAda import (functional_forward, trainable_parameter
 METHODS = ('jvp', 'exact')
 
 
-def meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
-                  crit_w, crit_g, meta_lr, method='jvp', emb=None, return_val_loss=False,
-                  val_loss_scale=1.0):
-    """dL_G/dw at w = 0 as a [B, B] tensor, zero outside the selected pairs, in float32 (or
-    float64 for a float64 model).
+def meta_gradient(model, images, val_images, train_loss, val_loss, meta_lr, method='jvp',
+                  emb=None):
+    """(g, L_G): g = dL_G/dw at w = 0 as a [B, B] tensor (B = len(images)), in float32 (or the
+    model's wider dtype, float64), and L_G detached.
+
+    `train_loss(emb, pair_weights)` is L_W of the training batch's embeddings [B, D] with pair
+    weights [B, B]; `val_loss(val_emb)` is L_G of the validation batch's embeddings. Both return
+    0-d tensors. g is zero wherever `train_loss` does not use the weight. `meta_lr` is eta.
 
     `model` maps images to embeddings with BN already in eval mode; a models.precision wrapper
-    with autocast on is run through its float32 view. `emb` may pass f(x) for 'exact' when the
-    caller has it with its graph to the parameters ('jvp' gets f(x) from its own forward pass).
-    With `return_val_loss`, returns (gradient, L_G) with L_G detached. `val_loss_scale`
-    multiplies L_G while differentiating (against fp16 underflow) and divides the result again.
+    with autocast on is run through its float32 view. `emb` may pass f(images) for 'exact' when
+    the caller has it with its graph to the parameters ('jvp' gets f(images) from its own
+    forward pass).
     """
     if method not in METHODS:
         raise ValueError(f'--meta_grad {method!r} is unknown; choose one of {METHODS}')
@@ -45,13 +55,9 @@ def meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_la
         # differences of derivatives); only the pair masks come from the half-precision batch.
         model, emb = model.full_precision, None
     compute = _exact_meta_gradient if method == 'exact' else _jvp_meta_gradient
-    scaled_crit_g = crit_g if val_loss_scale == 1.0 else (
-        lambda *args: crit_g(*args) * val_loss_scale)
-    grad, val_loss = compute(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb,
-                             mem_labels, crit_w, scaled_crit_g, meta_lr, emb)
-    grad, val_loss = grad / val_loss_scale, val_loss / val_loss_scale
+    grad, loss_g = compute(model, images, val_images, train_loss, val_loss, meta_lr, emb)
     grad = grad.to(torch.promote_types(grad.dtype, torch.float32))
-    return (grad, val_loss.detach()) if return_val_loss else grad
+    return grad, loss_g.detach()
 
 
 def normalize_weights(grad):
@@ -84,39 +90,36 @@ def _forward_mode_product(model, params, direction, x):
             return primal, tangent
 
 
-def _zero_weights(pos_mask, like):
-    return torch.zeros(pos_mask.shape, dtype=like.dtype, device=like.device, requires_grad=True)
+def _zero_weights(emb):
+    """The leaf w = 0, [B, B] for the B rows of `emb`, in their dtype and on their device."""
+    return torch.zeros((len(emb), len(emb)), dtype=emb.dtype, device=emb.device,
+                       requires_grad=True)
 
 
-def _exact_meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
-                         crit_w, crit_g, meta_lr, emb):
+def _exact_meta_gradient(model, images, val_images, train_loss, val_loss, meta_lr, emb):
     params = trainable_parameters(model)
     if emb is None or emb.grad_fn is None:
-        emb = functional_forward(model, params, x)
-    weights = _zero_weights(pos_mask, emb)
-    loss_w = crit_w(emb, y, weights, pos_mask, neg_mask)
-    virtual = virtual_parameters(params, loss_w, meta_lr, create_graph=True)
-    val_emb = functional_forward(model, virtual, x_val)
-    val_loss = crit_g(val_emb, y_val, mem_emb, mem_labels)
-    (grad,) = torch.autograd.grad(val_loss, weights, allow_unused=True)
-    return (torch.zeros_like(weights) if grad is None else grad), val_loss
+        emb = functional_forward(model, params, images)
+    weights = _zero_weights(emb)
+    virtual = virtual_parameters(params, train_loss(emb, weights), meta_lr, create_graph=True)
+    loss_g = val_loss(functional_forward(model, virtual, val_images))
+    (grad,) = torch.autograd.grad(loss_g, weights, allow_unused=True)
+    return (torch.zeros_like(weights) if grad is None else grad), loss_g
 
 
-def _jvp_meta_gradient(model, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels,
-                       crit_w, crit_g, meta_lr, emb):
-    del emb  # the forward-mode pass below gives f(x) itself
+def _jvp_meta_gradient(model, images, val_images, train_loss, val_loss, meta_lr, emb):
+    del emb  # the forward-mode pass below gives f(images) itself
     params = trainable_parameters(model)
-    val_loss = crit_g(functional_forward(model, params, x_val), y_val, mem_emb, mem_labels)
+    loss_g = val_loss(functional_forward(model, params, val_images))
     names = list(params)
-    val_grads = torch.autograd.grad(val_loss, [params[n] for n in names], allow_unused=True)
+    val_grads = torch.autograd.grad(loss_g, [params[n] for n in names], allow_unused=True)
     direction = {n: torch.zeros_like(params[n]) if g is None else g
                  for n, g in zip(names, val_grads)}
-    emb, tangent = _forward_mode_product(model, params, direction, x)
+    emb, tangent = _forward_mode_product(model, params, direction, images)
     emb = emb.requires_grad_()
-    weights = _zero_weights(pos_mask, emb)
-    (grad_emb,) = torch.autograd.grad(crit_w(emb, y, weights, pos_mask, neg_mask), emb,
-                                      create_graph=True)
+    weights = _zero_weights(emb)
+    (grad_emb,) = torch.autograd.grad(train_loss(emb, weights), emb, create_graph=True)
     directional = (grad_emb * tangent).sum()
     (grad,) = torch.autograd.grad(directional, weights, allow_unused=True)
     grad = torch.zeros_like(weights) if grad is None else -meta_lr * grad
-    return grad, val_loss
+    return grad, loss_g

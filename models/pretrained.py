@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from models import canonical_name
-from utils.errors import InputError
+from common.errors import InputError
 
 REAL_DATA = ('cub', 'car', 'product', 'shop')
 NONE_VALUES = ('none', 'null', '')  # as utils.args.optional_path reads them

@@ -7,7 +7,7 @@ Then, as BN-Inception: the data set's global pooling (max; max + average for 'pr
 embedding `classifier` (Linear, then L2 normalisation in float32 or wider) and frozen BatchNorm.
 
 Inputs are the project's Caffe-convention images (DataSet/transforms.py); the network converts
-them to torchvision's normalisation first (models/common.CaffeToImageNet).
+them to torchvision's normalisation first (models/parts.CaffeToImageNet).
 """
 import os
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from DataSet.specs import SPECS
 from models.BN_Inception import Embedding
-from models.common import (CaffeToImageNet, check_pretrained_argument, load_matching,
+from models.parts import (CaffeToImageNet, check_pretrained_argument, load_matching,
                            read_state_dict, warn_missing)
 
 FEATURE_DIM = 2048  # channels of layer4
@@ -88,15 +88,15 @@ def _is_backbone_key(key):
     return not key.startswith('classifier.') and not key.endswith('num_batches_tracked')
 
 
-def load_pretrained(model, path):
+def load_pretrained(model, path, loaded=None):
     """Loads torchvision's ImageNet file or a checkpoint of this project into `model` (in place).
 
     A missing file leaves the random initialisation with a loud warning; a file that is not
     ResNet-50, or whose embedding size differs, raises InputError."""
-    if not os.path.exists(path):
+    if loaded is None and not os.path.exists(path):
         warn_missing(path)
         return model
-    source = read_state_dict(path, EXPECTED_WEIGHTS)
+    source = read_state_dict(path, EXPECTED_WEIGHTS, loaded)
     return load_matching(model, source, path, EXPECTED_WEIGHTS, _is_backbone_key)
 
 

@@ -35,7 +35,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from models.BN_Inception import Embedding
-from models.common import (CaffeToImageNet, check_pretrained_argument, load_matching,
+from models.parts import (CaffeToImageNet, check_pretrained_argument, load_matching,
                            read_state_dict, warn_missing)
 
 PATCH = 16
@@ -117,14 +117,14 @@ def _resample_position_embeddings(key, tensor, target_shape):
     return tensor
 
 
-def load_pretrained(model, path):
+def load_pretrained(model, path, loaded=None):
     """Loads a timm-format ViT-S/16 file or a checkpoint of this project into `model` (in place).
     A missing file leaves the random initialisation with a loud warning; a file of another
     network, or with another embedding size, raises InputError."""
-    if not os.path.exists(path):
+    if loaded is None and not os.path.exists(path):
         warn_missing(path)
         return model
-    source = to_model_keys(read_state_dict(path, EXPECTED_WEIGHTS), model)
+    source = to_model_keys(read_state_dict(path, EXPECTED_WEIGHTS, loaded), model)
     return load_matching(model, source, path, EXPECTED_WEIGHTS, _is_backbone_key,
                          adapt=_resample_position_embeddings)
 

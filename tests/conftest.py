@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny subset of the embedded Glyphs data set for end-to-end runs."""
+"""Shared fixtures: a tiny subset of the embedded Glyphs data set for end-to-end runs, and one
+finished tiny run that tests read (and must leave alone)."""
 import os
 
 import pytest
@@ -30,3 +31,14 @@ def glyphs_root(tmp_path_factory):
             lines = [line for line in f if line.split()[0] in kept_ids]
         (subset / name).write_text(''.join(lines))
     return str(root)
+
+
+@pytest.fixture(scope='session')
+def finished_run(glyphs_root, tmp_path_factory):
+    """The folder of a finished one-epoch plain run (tiny_run.run_args), shared by every test
+    that needs a checkpoint of this project: tests copy from it, never write into it."""
+    import MMSI_train
+    from tiny_run import run_args
+    save_dir = tmp_path_factory.mktemp('finished') / 'run'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, epochs=1)) == 0
+    return save_dir

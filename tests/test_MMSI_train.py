@@ -8,21 +8,8 @@ import torch
 
 import MMSI_train
 import losses
+from tiny_run import metrics, run_args
 from utils import plot
-
-
-def run_args(root, save_dir, *extra, mmsi=0, epochs=2):
-    return ['--data', 'glyphs', '--data_root', root, '--width', '64', '--origin_width', '72',
-            '--batch_size', '6', '--num_instances', '3', '--val_batch_size', '3',
-            '--epochs', str(epochs), '--save_step', '1', '--save_dir', str(save_dir),
-            '--pretrained', 'none', '--nThreads', '0', '--loss', 'MS', '--margin', '0.1',
-            '--lr', '1e-4', '--seed', '0', '--progress', '0', '--print_freq', '1',
-            '--eval_batch_size', '24', '--MMSI', str(mmsi), *extra]
-
-
-def metrics(save_dir):
-    with open(os.path.join(save_dir, 'metrics.jsonl')) as f:
-        return [json.loads(line) for line in f]
 
 
 def test_plain_training_two_epochs_then_resume_a_third(glyphs_root, tmp_path, capsys):
@@ -88,9 +75,9 @@ def test_mmsi_training_warm_up_updates_statistics_and_resume(glyphs_root, tmp_pa
                if t.is_floating_point())
     saved = checkpoint['dictionary']
     assert len(saved['labels']) == 30 and saved['d_size'] == 5
-    resumed = MMSI_train.setup(MMSI_train.parse_args(
+    resumed = MMSI_train.setup(
         run_args(glyphs_root, save_dir, '--resume', str(save_dir / 'last.pth.tar'), mmsi=1,
-                 epochs=3)))
+                 epochs=3))
     emb, labels = resumed.dictionary.tensors()
     assert torch.equal(emb, saved['emb']) and torch.equal(labels, saved['labels'])
     assert resumed.val_consumed == checkpoint['val_consumed'] == 5

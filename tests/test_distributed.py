@@ -14,7 +14,7 @@ import torch
 import DataSet
 
 import test as evaluate_script
-from test_MMSI_train import run_args
+from tiny_run import run_args
 from utils.sampler import FastRandomIdentitySampler, KPBatchSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,8 @@ import torch
 import MMSI_train
 import trainer
 import trainer_MMSI
-from test_MMSI_train import run_args
+from tiny_run import run_args
+from utils.config import parse_args
 from utils.distributed import Distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,6 +198,29 @@ def test_sigterm_during_evaluation_abandons_it_and_resumes(glyphs_root, tmp_path
     assert final['global_step'] == 3 and all('R@1' in row for row in final['metrics'])
 
 
+def test_a_requeued_job_reruns_the_same_command_with_resume_auto(glyphs_root, tmp_path):
+    """SIGTERM during the first evaluation saves a checkpoint of epoch 0; the batch system then
+    reruns the very same command, which continues the run instead of refusing the folder."""
+    save_dir = tmp_path / 'requeued'
+    flags = ('--resume', 'auto', '--eval_batch_size', '6')
+    process = start_training(glyphs_root, save_dir, *flags, epochs=1, mmsi=0,
+                             interruption=('term_in_evaluation', '1'))
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert load(save_dir / 'last.pth.tar')['epoch'] == 0
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, *flags, epochs=1)) == 0
+    log = (save_dir / 'log.txt').read_text()
+    assert f'Resuming {save_dir / "last.pth.tar"}' in log and 'Epoch 1 done' in log
+    assert epochs_in(save_dir) == [0, 1]
+
+
+def test_resume_auto_starts_a_new_run_in_an_empty_folder(glyphs_root, tmp_path):
+    save_dir = tmp_path / 'fresh'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, '--resume', 'auto', epochs=1)) == 0
+    assert (save_dir / 'log.txt').read_text().splitlines()[0].endswith(')')
+    assert 'New run' in (save_dir / 'log.txt').read_text()
+
+
 def test_a_second_signal_exits_at_once(glyphs_root, tmp_path):
     save_dir = tmp_path / 'twice'
     process = start_training(glyphs_root, save_dir, '--checkpoint_minutes', '1e-6', epochs=1,
@@ -298,30 +322,6 @@ def test_non_finite_embeddings_stop_the_evaluation(glyphs_root, tmp_path, monkey
     assert not (save_dir / 'metrics.jsonl').exists()
 
 
-def test_non_finite_parameters_are_read_at_the_next_synchronisation():
-    """The flag of the parameters an optimizer step leaves is read with the next iteration's
-    loss and gradient flags (one host read), and names the step that made them, also when
-    steps were skipped in between."""
-    model = torch.nn.Linear(3, 2)
-    run = SimpleNamespace(model=model, optimizer=torch.optim.Adam(model.parameters()),
-                          scaler=None, dist=Distributed(), device=torch.device('cpu'),
-                          parameters_finite=None, last_step=0, global_step=0)
-
-    def iteration(poison=False):
-        trainer.optimizer_step(run, model(torch.ones(4, 3)).sum())
-        if poison:
-            with torch.no_grad():
-                model.weight[0, 0] = float('inf')
-            run.parameters_finite = trainer.all_finite([model.weight], run.device)
-        run.global_step += 1
-    iteration()
-    iteration(poison=True)  # global iteration 2 (a stand-in for an overflowing step)
-    run.global_step += 2  # two MMSI skips: no optimizer step
-    with pytest.raises(trainer.NonFinite, match='after the optimizer step') as stop:
-        iteration()
-    assert stop.value.what == 'parameters' and stop.value.steps_ago == 3
-
-
 def test_non_finite_parameters_are_never_saved(glyphs_root, tmp_path, monkeypatch, capsys):
     """A NaN put into a parameter by the optimizer step of global iteration 4 (epoch 2,
     iteration 1) is found before the checkpoint at the boundary after it, which is not
@@ -352,14 +352,6 @@ def test_non_finite_parameters_are_never_saved(glyphs_root, tmp_path, monkeypatc
 def snapshot(folder):
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
             for name in sorted(os.listdir(folder))}
-
-
-@pytest.fixture(scope='module')
-def finished_run(glyphs_root, tmp_path_factory):
-    """A finished one-epoch run whose files the bad-input tests must leave alone."""
-    save_dir = tmp_path_factory.mktemp('finished') / 'run'
-    assert MMSI_train.main(run_args(glyphs_root, save_dir, epochs=1)) == 0
-    return save_dir
 
 
 def resnet_file(tmp_path):
@@ -402,7 +394,7 @@ BAD_INPUTS = {
     'val_batch_size larger than the classes': (
         lambda t, r: ['--MMSI', '1', '--val_batch_size', '9', '--val_num_instances', '1'],
         r'--val_batch_size 9 asks for 9 classes .* only 6 classes'),
-    'unsupported --width': (lambda t, r: ['--width', '80'], r'--width 80: BN-Inception needs'),
+    'unsupported --width': (lambda t, r: ['--width', '80'], r'--width 80: BN_Inception needs'),
     '--resume missing file': (
         lambda t, r: ['--resume', str(t / 'missing.pth.tar')], r'--resume .*missing.pth.tar: no such file'),
     '--resume not a checkpoint': (
@@ -543,8 +535,8 @@ def test_resume_refuses_later_checkpoints_and_another_run(glyphs_root, finished_
     assert (snapshot(folder), snapshot(other)) == before
 
     # explicitly: the later checkpoints are deleted
-    run = MMSI_train.setup(MMSI_train.parse_args(run_args(
-        glyphs_root, folder, '--resume', older, '--overwrite', '1')))
+    run = MMSI_train.setup(run_args(
+        glyphs_root, folder, '--resume', older, '--overwrite', '1'))
     run.log.close()
     assert sorted(os.listdir(folder)) == ['ckp_ep1.pth.tar', 'log.txt', 'metrics.jsonl']
     assert ('Note: --overwrite: deleted ckp_ep2.pth.tar, last.pth.tar from --save_dir'
@@ -555,7 +547,7 @@ def test_a_folder_whose_run_died_before_its_first_checkpoint_is_started_afresh(
         glyphs_root, finished_run, tmp_path):
     folder = fake_run_folder(tmp_path / 'died', finished_run, {})
     (folder / 'metrics.jsonl').write_text('{"epoch": 0, "R@1": 0.5}\n')
-    run = MMSI_train.setup(MMSI_train.parse_args(run_args(glyphs_root, folder)))
+    run = MMSI_train.setup(run_args(glyphs_root, folder))
     run.log.close()
     log = (folder / 'log.txt').read_text()
     assert log.startswith('[') and 'New run' in log.splitlines()[0]
@@ -567,15 +559,15 @@ def test_a_folder_whose_run_died_before_its_first_checkpoint_is_started_afresh(
 def test_resume_continues_with_the_checkpoint_flags_and_applies_a_new_lr(
         glyphs_root, finished_run, tmp_path):
     checkpoint = str(finished_run / 'last.pth.tar')
-    args = MMSI_train.parse_args(['--resume', checkpoint])
+    args = parse_args(['--resume', checkpoint])
     assert (args.loss, args.margin, args.width, args.batch_size, args.lr, args.save_dir) == (
         'MS', 0.1, 64, 6, 1e-4, str(finished_run))
-    assert args.nThreads == MMSI_train.parse_args([]).nThreads  # this machine's
+    assert args.nThreads == parse_args([]).nThreads  # this machine's
 
     save_dir = tmp_path / 'continued'  # an empty folder is free to take it
-    run = MMSI_train.setup(MMSI_train.parse_args(run_args(
+    run = MMSI_train.setup(run_args(
         glyphs_root, save_dir, '--resume', checkpoint, '--lr', '1e-3', '--weight_decay', '0',
-        '--base_lr_mult', '0.5', epochs=2)))
+        '--base_lr_mult', '0.5', epochs=2))
     run.log.close()
     groups = {group['name']: group for group in run.optimizer.param_groups}
     assert (groups['backbone']['lr'], groups['embedding']['lr']) == (5e-4, 1e-3)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from utils.args import parse_args
+from utils.config import parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,9 +52,7 @@ def test_official_epoch_abbreviation_and_weight_decay_spelling():
 
 
 def test_sop_configuration_is_the_same_code_with_other_defaults():
-    import trainer_MMSI
     import trainer_MMSI_SOP
-    assert trainer_MMSI_SOP.step is trainer_MMSI.step
     args = parse_args([], **trainer_MMSI_SOP.SOP_DEFAULTS)
     assert (args.data, args.loss, args.dict_min_classes, args.eval_every) == \
         ('product', 'MS', 1000, 100)
@@ -82,6 +80,15 @@ def test_nproc_and_nnodes_launch_through_torchrun(tmp_path):
                          'MMSI_train.py']
     result, _ = launcher_command(tmp_path, NNODES='2')
     assert result.returncode != 0 and 'set MASTER_ADDR' in result.stderr
+
+
+def test_auto_resume_continues_whatever_the_save_folder_holds(tmp_path):
+    _, argv = launcher_command(tmp_path, AUTO_RESUME='1')
+    assert argv[-2:] == ['--resume', 'auto']
+    _, argv = launcher_command(tmp_path, RESUME='auto')
+    assert argv[argv.index('--resume') + 1] == 'auto'
+    _, argv = launcher_command(tmp_path)
+    assert '--resume' not in argv
 
 
 @pytest.mark.parametrize('flag, value', [

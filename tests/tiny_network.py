@@ -1,5 +1,7 @@
 """A small float64 embedding network and an MMSI problem for it (a batch, a validation batch,
-a dictionary), shared by the meta-gradient and trainer tests."""
+a dictionary), shared by the meta-gradient, loss-contract, precision and trainer tests; and
+the two loss closures that models.meta_layers.meta_gradient takes, bound as the MMSI step
+binds them."""
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,3 +36,15 @@ def setup(seed):
     mem_emb = F.normalize(torch.randn(10, 5, dtype=torch.float64), dim=1)
     mem_labels = torch.tensor([1, 1, 2, 3, 3, 5, 6, 6, 7, 2])
     return net, x, y, x_val, y_val, mem_emb, mem_labels
+
+
+def loss_closures(crit_w, crit_g, y, pos_mask, neg_mask, y_val, mem_emb, mem_labels):
+    """(train_loss, val_loss) for meta_gradient: L_W(emb, w) of a batch labelled y on the pairs
+    (pos_mask, neg_mask), and L_G(val_emb) of a validation batch labelled y_val against the
+    dictionary (mem_emb, mem_labels)."""
+    def train_loss(emb, pair_weights):
+        return crit_w(emb, y, pair_weights, pos_mask, neg_mask)
+
+    def val_loss(val_emb):
+        return crit_g(val_emb, y_val, mem_emb, mem_labels)
+    return train_loss, val_loss

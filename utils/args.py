@@ -11,12 +11,8 @@ import os
 import sys
 
 import losses
-from DataSet.specs import SPECS, warmup_classes
-from utils.checkpoint import FORMAT, peek_checkpoint
-from utils.errors import InputError
-
-# Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
-NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
+from DataSet.specs import SPECS
+from common.errors import InputError
 
 
 def str2bool(text):
@@ -104,12 +100,16 @@ def build_parser(**defaults):
                            'of every listed image, with --nThreads workers')
 
     model = parser.add_argument_group('model')
-    model.add_argument('--net', default='BN_Inception', help='backbone (BN_Inception)')
+    model.add_argument('--net', default='BN_Inception',
+                       help='backbone: BN_Inception | ResNet50 | ViT_S16 (models/__init__.py)')
     model.add_argument('--dim', type=nonnegative_int, default=512, help='embedding size')
-    model.add_argument('--pretrained', type=optional_path,
-                       default='pretrained_models/bn_inception-52deb4733.pth',
-                       help='ImageNet weights or a checkpoint to start from; "none" for random '
-                            'initialisation')
+    model.add_argument('--pretrained', default=None,
+                       help='imagenet (the standard ImageNet file of --net, from '
+                            'pretrained_models/ or the torch hub cache, downloaded there when '
+                            'missing), a weights file or checkpoint to start from, or none '
+                            '(random initialisation). Default: imagenet on cub, car, product '
+                            'and shop, where a run without ImageNet weights is refused unless '
+                            '"none" is given; none on glyphs')
     model.add_argument('--freeze_BN', type=str2bool, default=True,
                        help='keep every BatchNorm layer in eval mode (affine parameters train)')
 
@@ -144,7 +144,58 @@ def build_parser(**defaults):
     optim.add_argument('--seed', type=nonnegative_int, default=None,
                        help='seed of every random draw; drawn at random (and logged) if unset')
 
-    mmsi = parser.add_argument_group('MMSI')
+    add_mmsi_flags(parser.add_argument_group('MMSI'))
+
+    output = parser.add_argument_group('output and evaluation')
+    output.add_argument('--save_dir', default='ckps/run', help='log, metrics and checkpoints')
+    output.add_argument('--save_step', type=positive_int, default=3,
+                        help='evaluate and keep a checkpoint every this many epochs')
+    output.add_argument('--eval_first', type=int, choices=(0, 1), default=1,
+                        help='evaluate the starting weights before the first epoch (0: skip, '
+                             'when they were evaluated already, as compare.py does)')
+    output.add_argument('--eval_every', type=nonnegative_int, default=0,
+                        help='also evaluate every this many iterations (0: only per epoch)')
+    output.add_argument('--eval_batch_size', type=positive_int, default=100)
+    output.add_argument('--print_freq', type=positive_int, default=20, help='iterations per log line')
+    output.add_argument('--resume', type=optional_path, default=None,
+                        help='checkpoint of this project to continue a run from, with its own '
+                             'flags unless given (an official checkpoint: weights and epoch '
+                             'counter); "auto": the newest checkpoint in --save_dir if it holds '
+                             'one, else a new run (for batch systems that requeue a job)')
+    output.add_argument('--checkpoint_minutes', type=nonnegative_float, default=10.0,
+                        help='also write last.pth.tar at the first iteration boundary this many '
+                             'minutes after the last one (0: only at epoch ends)')
+    output.add_argument('--overwrite', type=str2bool, default=False,
+                        help='write into a --save_dir that holds another run, or later '
+                             'checkpoints than --resume: those files are deleted first')
+    output.add_argument('--progress', type=str2bool, default=True,
+                        help='progress bars during feature extraction')
+    output.add_argument('--nmi', choices=('final', 'every', 'off'), default='final',
+                        help='NMI of k-means on the test embeddings: at the last evaluation, at '
+                             'every evaluation, or never')
+    output.add_argument('--tensorboard', type=str2bool, default=False,
+                        help='also write the per-iteration and per-evaluation scalars as '
+                             'TensorBoard events under <save_dir>/tensorboard')
+    output.add_argument('--wandb', default=None, metavar='PROJECT',
+                        help='also send the same scalars to this Weights & Biases project '
+                             '(needs the wandb package)')
+    output.add_argument('--wandb_mode', choices=('online', 'offline', 'disabled'),
+                        default='online', help='W&B mode (offline works without a network)')
+
+    device = parser.add_argument_group('device')
+    device.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
+    device.add_argument('--amp', choices=('off', 'bf16', 'fp16'), default='off',
+                        help='autocast precision of the network; losses, pair weights and the '
+                             'meta-gradient stay float32')
+    device.add_argument('--channels_last', type=str2bool, default=False,
+                        help='channels-last memory format (faster convolutions on recent GPUs)')
+
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def add_mmsi_flags(mmsi):
+    """The MMSI group: the flags that change nothing when --MMSI is 0."""
     mmsi.add_argument('--MMSI', type=int, choices=(0, 1), default=1,
                       help='1: meta-learned pair weights; 0: plain DML training')
     mmsi.add_argument('--d_size', type=int, default=5,
@@ -165,46 +216,18 @@ def build_parser(**defaults):
     mmsi.add_argument('--meta_grad', choices=('jvp', 'exact'), default='jvp',
                       help='jvp: forward-mode fast path; exact: double-backward reference')
 
-    output = parser.add_argument_group('output and evaluation')
-    output.add_argument('--save_dir', default='ckps/run', help='log, metrics and checkpoints')
-    output.add_argument('--save_step', type=positive_int, default=3,
-                        help='evaluate and keep a checkpoint every this many epochs')
-    output.add_argument('--eval_first', type=int, choices=(0, 1), default=1,
-                        help='evaluate the starting weights before the first epoch (0: skip, '
-                             'when they were evaluated already, as utils/compare.py does)')
-    output.add_argument('--eval_every', type=nonnegative_int, default=0,
-                        help='also evaluate every this many iterations (0: only per epoch)')
-    output.add_argument('--eval_batch_size', type=positive_int, default=100)
-    output.add_argument('--print_freq', type=positive_int, default=20, help='iterations per log line')
-    output.add_argument('--resume', type=optional_path, default=None,
-                        help='checkpoint of this project to continue a run from, with its own '
-                             'flags unless given (an official checkpoint: weights and epoch '
-                             'counter)')
-    output.add_argument('--checkpoint_minutes', type=nonnegative_float, default=10.0,
-                        help='also write last.pth.tar at the first iteration boundary this many '
-                             'minutes after the last one (0: only at epoch ends)')
-    output.add_argument('--overwrite', type=str2bool, default=False,
-                        help='write into a --save_dir that holds another run, or later '
-                             'checkpoints than --resume: those files are deleted first')
-    output.add_argument('--progress', type=str2bool, default=True,
-                        help='progress bars during feature extraction')
-
-    device = parser.add_argument_group('device')
-    device.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    device.add_argument('--amp', choices=('off', 'bf16', 'fp16'), default='off',
-                        help='autocast precision of the network; losses, pair weights and the '
-                             'meta-gradient stay float32')
-    device.add_argument('--channels_last', type=str2bool, default=False,
-                        help='channels-last memory format (faster convolutions on recent GPUs)')
-
-    parser.set_defaults(**defaults)
-    return parser
-
 
 def mmsi_only_flags():
-    """The flags of the MMSI group (those that change nothing when --MMSI is 0)."""
-    group = next(g for g in build_parser()._action_groups if g.title == 'MMSI')
-    return {action.dest for action in group._group_actions} - {'MMSI'}
+    """The flags of the MMSI group except --MMSI itself (those that change nothing when --MMSI
+    is 0)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_mmsi_flags(parser)
+    return set(vars(parser.parse_args([]))) - {'MMSI'}
+
+
+def flag_names():
+    """The name (argparse dest) of every training flag."""
+    return set(vars(build_parser().parse_args([])))
 
 
 def loss_parameter(text):
@@ -218,62 +241,6 @@ def loss_parameter(text):
         except ValueError:
             pass
     return name, value
-
-
-def parse_args(argv=None, **defaults):
-    """The flags of `argv`. With --resume of a checkpoint of this project, the checkpoint's
-    arguments are the defaults (except NOT_INHERITED): the run continues with its own flags,
-    and only what `argv` or the entry point's `defaults` give differs (utils/build.py refuses
-    what cannot change within a run). Then the defaults that depend on others are resolved:
-    --meta_lr, the loss's parameters and --pair_weights (resolve_loss_flags)."""
-    parser = build_parser(**defaults)
-    args = parser.parse_args(argv)
-    checkpoint = peek_checkpoint(args.resume) if args.resume else None
-    if checkpoint is not None and checkpoint.get('format') == FORMAT:
-        known = vars(args)
-        parser.set_defaults(**{key: value for key, value in checkpoint['args'].items()
-                               if key in known and key not in NOT_INHERITED})
-        parser.set_defaults(**defaults)
-        args = parser.parse_args(argv)
-    if args.meta_lr is None:
-        args.meta_lr = args.lr
-    resolve_loss_flags(args)
-    return args
-
-
-OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
-
-
-def resolve_loss_flags(args):
-    """Import --loss_module, check --loss, and set
-    args.loss_params: what the rule is given (flags the user set that it declares, and every
-      --loss_param; the rule's own defaults for the rest),
-    args.ignored_loss_flags: official flags given that the rule does not declare (the Run
-      scripts always pass --margin and --alpha),
-    args.pair_weights: 'official' or 'gradient' ('auto' resolved for this loss).
-    InputError for an unknown loss, a --loss_param the rule does not declare, or
-    --pair_weights official for a loss without an official weighted form."""
-    if args.loss_module:
-        import_loss_module(args.loss_module)
-    _, rule = losses.split_name(args.loss)
-    if rule != args.loss:
-        raise InputError(f'--loss {args.loss!r}: give the loss itself ({rule}); the trainers '
-                         f'build its forms')
-    declared = losses.parameters(rule)
-    given = {flag: getattr(args, flag) for flag in OFFICIAL_LOSS_FLAGS
-             if getattr(args, flag) is not None}
-    extra = dict(args.loss_param)
-    unknown = [name for name in extra if name not in declared]
-    if unknown:
-        raise InputError(f'--loss_param {unknown[0]}: {rule} has no such parameter; its '
-                         f'parameters: {", ".join(declared) or "none"}')
-    both = [name for name in extra if name in given and given[name] != extra[name]]
-    if both:
-        raise InputError(f'--{both[0]} {given[both[0]]} and --loss_param {both[0]}='
-                         f'{extra[both[0]]} disagree; give one')
-    args.loss_params = {**{k: v for k, v in given.items() if k in declared}, **extra}
-    args.ignored_loss_flags = {k: v for k, v in given.items() if k not in declared}
-    args.pair_weights = losses.resolve_pair_weights(rule, args.pair_weights)
 
 
 def import_loss_module(spec):
@@ -303,10 +270,3 @@ def default_workers():
     except AttributeError:  # no sched_getaffinity on this platform
         usable = os.cpu_count() or 1
     return min(16, usable)
-
-
-def dict_min_classes(args, num_train_classes):
-    """The warm-up threshold: --dict_min_classes, else the data set's own (DataSet/specs.py)."""
-    if args.dict_min_classes is not None:
-        return args.dict_min_classes
-    return warmup_classes(args.data, num_train_classes)

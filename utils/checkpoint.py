@@ -1,23 +1,18 @@
-"""Checkpoints: what a run saves and how it is restored, atomic writes, random-number-generator
-states, and reading checkpoint files back."""
+"""Checkpoints: what a run saves and how it is restored, and the random-number-generator
+states. File names, atomic writes and reading checkpoint files back: utils/run_folder.py."""
 import os
 import random
-import re
 import time
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
-from utils.errors import InputError
+import trainer
+from common.errors import InputError
+from utils.run_folder import LAST_CHECKPOINT, atomic_torch_save
 
 FORMAT = 'mmsi-checkpoint-1'
-LAST_CHECKPOINT = 'last.pth.tar'
-EPOCH_CHECKPOINT = re.compile(r'ckp_ep(\d+)\.pth\.tar')  # kept every --save_step epochs
-
-
-def epoch_checkpoint_name(epoch):
-    return f'ckp_ep{epoch}.pth.tar'
 
 
 class ResumePoint(NamedTuple):
@@ -31,7 +26,9 @@ class ResumePoint(NamedTuple):
 def save_checkpoint(run, epoch, iteration=0, meter=None, name=LAST_CHECKPOINT):
     """Save a TrainingRun to save_dir/`name`. `iteration` 0: epochs 1..epoch are complete;
     else `iteration` batches of `epoch`, whose statistics `meter` holds. Only the main process
-    writes; every process gets the path."""
+    writes; every process gets the path. Raises trainer.NonFinite, writing nothing, when the
+    last optimizer step left a NaN or an infinity in the parameters: no checkpoint holds one."""
+    trainer.check_parameters(run)
     path = os.path.join(run.args.save_dir, name)
     if name == LAST_CHECKPOINT:
         run.last_checkpoint_time = time.monotonic()
@@ -69,39 +66,7 @@ def restore_training_state(run, checkpoint):
         run.resume_point = ResumePoint(epoch, iteration, checkpoint['meter'])
     else:
         run.resume_point = ResumePoint(epoch + 1)
-
-
-def progress(checkpoint):
-    """(epochs completed, batches of the next epoch) of a checkpoint: comparable between the
-    checkpoints of a run. An official checkpoint counts its epochs."""
-    epoch, iteration = int(checkpoint.get('epoch') or 0), int(checkpoint.get('iteration') or 0)
-    return (epoch - 1, iteration) if iteration else (epoch, 0)
-
-
-def atomic_torch_save(obj, path):
-    """Write to a temporary file in the same folder, fsync, then rename over `path`: a crash
-    leaves either the old file or the new one, never a truncated one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = f'{path}.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(text, path):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    run.position = (epoch, iteration)
 
 
 def rng_states():
@@ -126,27 +91,3 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def peek_checkpoint(path):
-    """A checkpoint with its tensors left on disk (memory-mapped): its arguments, run id and
-    position, cheaply. None when it cannot be read that way (load_checkpoint says why)."""
-    try:
-        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
-    except Exception:  # missing, not a checkpoint, or an old non-zip file: many exception types
-        return None
-    return checkpoint if isinstance(checkpoint, dict) else None
-
-
-def load_checkpoint(path, flag='--resume'):
-    """A checkpoint of this project, or of the official code (returned with 'format' absent).
-    InputError when the file is missing or is not a checkpoint at all."""
-    if not os.path.isfile(path):
-        raise InputError(f'{flag} {path}: no such file')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as err:  # torch.load raises many types for a file that is not a checkpoint
-        raise InputError(f'{flag} {path}: not a readable checkpoint ({type(err).__name__}: '
-                         f'{err})') from None
-    if not isinstance(checkpoint, dict) or not ({'model', 'state_dict'} & set(checkpoint)):
-        raise InputError(f'{flag} {path}: not a checkpoint (expected a dict with "model" or '
-                         f'"state_dict")')
-    return checkpoint

@@ -37,6 +37,21 @@ class Distributed:
             backend = 'nccl' if device.type == 'cuda' else 'gloo'
             dist.init_process_group(backend, timeout=timedelta(minutes=30))
 
+    def setup(self, device_name):
+        """The device of this process (`device_name` as utils/config.py resolved it; each
+        process of a multi-process run on its own GPU), with the process group joined and the
+        device's numeric settings made."""
+        device = self.device(torch.device(device_name))
+        self.start(device)
+        if device.type == 'cuda':
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+        # On the CPU, the tiny tangents and gradients of the meta step underflow into denormal
+        # floats, which x86 processes up to 25 times slower; flushing them to zero changes
+        # nothing measurable in the results.
+        torch.set_flush_denormal(True)
+        return device
+
     def stop(self):
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

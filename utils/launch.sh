@@ -14,6 +14,12 @@ args=(--net "$NET" --data "$DATA" --data_root "$DATA_ROOT" --lr "$LR" --dim "$DI
       --ratio "$RATIO" --margin "$MARGIN" --save_dir "$SAVE_DIR" --save_step "$SAVE_STEP"
       --MMSI "$MMSI" --d_size "$DSIZE")
 args+=("${START_ARGS[@]}")
+# AUTO_RESUME=1 (or RESUME=auto in Run_MMSI_Con.sh): continue the run in SAVE_DIR when it holds
+# a checkpoint, else start it; a batch system that requeues a preempted job reruns the same
+# command (README, "Preemption and requeueing").
+if [ "${AUTO_RESUME:-0}" = 1 ]; then
+    args+=(--resume auto)
+fi
 read -r -a extra <<< "${EXTRA_ARGS:-}"
 args+=("${extra[@]}")
 

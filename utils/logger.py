@@ -6,17 +6,16 @@ import os
 import sys
 import time
 
-from utils.checkpoint import atomic_write_text
-
-LOG_FILE = 'log.txt'
-METRICS_FILE = 'metrics.jsonl'
+import losses
+from common.errors import InputError
+from utils.run_folder import LOG_FILE, METRICS_FILE, atomic_write_text
 
 
 class RunLog:
     """Prints to stdout and appends to save_dir/log.txt; keeps the metrics history.
 
     While open it holds a lock on log.txt, which tells other runs that the folder is in use
-    (`in_use`). `enabled=False` (ranks other than 0) prints and writes nothing.
+    (utils.run_folder.in_use). `enabled=False` (ranks other than 0) prints and writes nothing.
     """
 
     def __init__(self, save_dir, append=False, enabled=True):
@@ -68,19 +67,6 @@ class RunLog:
             self._file = None
 
 
-def in_use(log_path):
-    """Whether a running training holds the lock on `log_path` (False on a file system that
-    has no locks)."""
-    with open(log_path, 'rb') as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-    return False
-
-
 def _flock(file, operation):
     """fcntl.flock, where the file system has locks (a run works without)."""
     try:
@@ -90,48 +76,62 @@ def _flock(file, operation):
 
 
 def read_metrics(path):
-    """The rows of a metrics.jsonl file."""
+    """The rows of a metrics.jsonl file: the one reader (utils/plot.py, the harness compare.py).
+
+    A file cut short (a copy of a run being written, a full disk) is read up to its last
+    complete line, with a warning on stderr; a damaged line before the last is an InputError
+    naming the file and the line."""
     with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-# The order of a step's statistics in the log lines; any statistic a step returns that is not
-# listed here follows, in alphabetical order.
-STAT_ORDER = ('loss', 'pos_sim', 'neg_sim', 'val_loss', 'w_mean', 'w_max', 'w_pos_frac',
-              'w_pos_pairs', 'w_neg_pairs')
-# The evaluation metrics of a "Recall ..." line, in this order after the R@K.
-RETRIEVAL_SUMMARY = ('MAP@R', 'R-Precision')
-
-
-def format_stat(value):
-    """Four decimals, or three significant digits for magnitudes below 1e-3 (pair weights of
-    the MS negatives are around 1e-8), so that no statistic prints as a misleading 0.0000."""
-    return f'{value:.2e}' if 0 < abs(value) < 1e-3 else f'{value:.4f}'
-
-
-def format_stats(stats):
-    """`loss 1.8600  pos_sim 0.5500 ...` for whatever statistics `stats` holds."""
-    order = {key: index for index, key in enumerate(STAT_ORDER)}
-    keys = sorted(stats, key=lambda key: (order.get(key, len(order)), key))
-    return '  '.join(f'{key} {format_stat(stats[key])}' for key in keys)
-
-
-def format_skipped(counts):
-    """`skipped warmup 4, zero_weights 1`, or `skipped none`."""
-    return 'skipped ' + (', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none')
-
-
-def format_recalls(metrics):
-    return '  '.join(f'{key} {value:.4f}' for key, value in metrics.items())
-
-
-def recall_line(where, metrics):
-    """`Recall epoch 3: R@1 0.6685  R@2 ...  MAP@R 0.1256  R-Precision 0.2301` (utils/plot.py
-    reads R@1 back)."""
-    shown = {k: v for k, v in metrics.items() if k.startswith('R@')}
-    shown.update((k, metrics[k]) for k in RETRIEVAL_SUMMARY if k in metrics)
-    return f'Recall {where}: {format_recalls(shown)}'
+        lines = [(number, line) for number, line in enumerate(f.read().splitlines(), 1)
+                 if line.strip()]
+    rows = []
+    for position, (number, line) in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif position < len(lines):
+            raise InputError(f'{path}, line {number}: not a JSON object: {line[:60]!r}')
+        else:
+            warn(f'warning: {path}: the last line is incomplete; read the {len(rows)} '
+                 f'complete line(s) before it')
+    return rows
 
 
 def warn(message):
     print(message, file=sys.stderr, flush=True)
+
+
+def describe_run(run, dataset, notes, changes=None):
+    """The run's header in log.txt: what it is (new or resumed, with its run id), the notes of
+    the folder's preparation, every flag, what changed since the checkpoint (`changes`, from
+    utils.config; None for a new run), the data, the device, the loss and MMSI's settings."""
+    args, log = run.args, run.log
+    log.timestamped((f'Resuming {args.resume}' if changes is not None else 'New run')
+                    + f' (run {run.run_id})')
+    for note in notes:
+        log.print(f'Note: {note}')
+    log.print('Arguments: ' + ' '.join(f'--{k} {v}' for k, v in sorted(vars(args).items())))
+    if changes is not None:
+        log.print('Changed since the checkpoint: ' + (', '.join(
+            f'--{c.name} {c.saved} -> {c.now}' for c in changes) or 'nothing'))
+    log.print(f'Data: {dataset.source}: {len(dataset.train)} training images of '
+              f'{dataset.train.num_classes} classes, {len(dataset.gallery)} test images of '
+              f'{dataset.gallery.num_classes} classes')
+    log.print(f'Device: {run.device}; seed {run.seed}; {run.iterations_per_epoch} iterations '
+              f'per epoch; MMSI {"on" if args.MMSI else "off"}'
+              + (f'; {run.dist.world_size} processes, batch {args.batch_size} per process'
+                 if run.dist.enabled else ''))
+    params = {**losses.parameters(args.loss), **args.loss_params}
+    log.print(f'Loss: {args.loss} ({", ".join(f"{k} {v}" for k, v in params.items())})'
+              + (f'; pair weights {args.pair_weights}' if args.MMSI else ''))
+    if args.ignored_loss_flags:
+        log.print(f'Not parameters of {args.loss}, ignored: ' + ', '.join(
+            f'--{k} {v}' for k, v in args.ignored_loss_flags.items()))
+    if args.MMSI:
+        log.print(f'MMSI: meta_grad {args.meta_grad}, meta_lr {args.meta_lr}, dictionary d_size '
+                  f'{args.d_size}, capacity {run.dictionary.capacity} rows, warm-up until '
+                  f'{args.dict_min_classes} classes, validation batch {args.val_batch_size} '
+                  f'({args.val_num_instances} per class)')

@@ -6,7 +6,7 @@ resumed run or another rank draws exactly the same batches without saving sample
 import numpy as np
 from torch.utils.data import Sampler
 
-from utils.errors import InputError
+from common.errors import InputError
 
 
 def _rng(seed, *stream):

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import torch
 
-from utils.errors import InputError
+from common.errors import InputError
 
 DEFAULT_CAPACITY = 100_000  # rows; the trainers pass classes x d_size unless --dict_capacity
 

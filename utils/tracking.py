@@ -18,7 +18,7 @@ wheel with its own service binary, used by few); tensorboard is.
 import importlib
 import numbers
 
-from utils.errors import InputError
+from common.errors import InputError
 
 # Keys of a metrics.jsonl row that say where it was taken, not what was measured.
 POSITION_KEYS = ('epoch', 'iteration', 'iterations', 'global_step', 'per_epoch')

@@ -3,19 +3,21 @@
 utils/build.py builds it (`build_run`), MMSI_train.py drives it epoch by epoch, the trainers'
 steps read it, and utils/checkpoint.py saves and restores its progress.
 """
-import argparse
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 from torch import nn
 
+from DataSet.loaders import Loaders
 from losses import LossForms
 from utils.checkpoint import ResumePoint
+from utils.config import Config
 from utils.distributed import Distributed
 from utils.logger import RunLog
 from utils.semi_global import SemiGlobalDictionary
+from utils.tracking import Writer
 
 
 class NetworkViews(NamedTuple):
@@ -29,39 +31,34 @@ class NetworkViews(NamedTuple):
 
 @dataclass(eq=False)
 class TrainingRun:
-    args: argparse.Namespace
+    args: Config                # the final configuration (utils/config.py), read-only
     dist: Distributed
     device: torch.device
-    seed: int
     run_id: str                 # random; in every checkpoint and in log.txt: which run a folder holds
 
     # the network and how it learns
     model: nn.Module            # the embedding network; its parameters are what trains
-    train_embed: nn.Module      # } the network as the run calls it:
-    local_embed: nn.Module      # } see NetworkViews
-    prepare: Callable           # }
-    scaler: Optional[torch.amp.GradScaler]  # }
+    network: NetworkViews       # the ways the run calls it
     optimizer: torch.optim.Optimizer
     criteria: LossForms         # the forms of --loss
     step: Callable              # trainer.step (plain) or trainer_MMSI.step: (run, images, labels)
 
     # MMSI (None / 0 with --MMSI 0)
     dictionary: Optional[SemiGlobalDictionary] = None
-    dict_min_classes: int = 0   # warm-up: classes the dictionary must hold before updates
 
     # data
     train_batches: Any = None   # utils.sampler.KPBatchSampler: this process's batches
-    train_loader: Any = None
-    gallery_loader: Any = None  # this process's shard of the test set
-    val_batches: Optional[Iterator] = None  # MMSI validation batches, endless
+    loaders: Optional[Loaders] = None  # training, this process's test shard, MMSI validation
 
     # output
     log: Optional[RunLog] = None
+    tracker: Writer = field(default_factory=Writer)  # TensorBoard / W&B (utils/tracking.py)
 
     # progress; saved in checkpoints
     global_step: int = 0        # iterations trained, over all epochs
     val_consumed: int = 0       # validation batches drawn
     resume_point: ResumePoint = ResumePoint()
+    position: tuple = (0, 0)    # (epoch, iteration) of the last iteration trained (or started)
     stop_signal: Optional[int] = None  # set by the SIGTERM / SIGINT handler
     last_checkpoint_time: float = field(default_factory=time.monotonic)  # of last.pth.tar
 
@@ -71,9 +68,13 @@ class TrainingRun:
     last_step: int = 0          # the global iteration of that step
 
     @property
+    def seed(self):
+        return self.args.seed
+
+    @property
     def iterations_per_epoch(self):
         return len(self.train_batches)
 
     def next_val_batch(self):
         self.val_consumed += 1
-        return next(self.val_batches)
+        return next(self.loaders.validation)

@@ -10,7 +10,7 @@ from scipy.io import savemat
 
 import DataSet
 from DataSet.transforms import eval_transform, train_transform
-from utils.errors import InputError
+from common.errors import InputError
 
 IMAGES_PER_CLASS = 3
 

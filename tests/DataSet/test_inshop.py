@@ -10,7 +10,7 @@ from PIL import Image
 import DataSet
 import evaluations
 from DataSet.specs import SPECS
-from utils.errors import InputError
+from common.errors import InputError
 
 # (item number, folder, status per image): items 1-2 train, 3-4 test with query and gallery
 ITEMS = [(1, 'WOMEN/Dresses', ['train', 'train', 'train']),

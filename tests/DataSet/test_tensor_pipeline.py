@@ -9,7 +9,7 @@ from DataSet.image_list import ImageList
 from DataSet.tensor_pipeline import (EncodedImageList, collate, draw_crop, resized_size,
                                      to_network_input)
 from DataSet.transforms import eval_transform, train_transform
-from utils.errors import InputError
+from common.errors import InputError
 
 WIDTH, ORIGIN, RATIO = 64, 72, 0.16
 

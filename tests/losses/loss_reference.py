@@ -183,3 +183,19 @@ def supcon_value(sim, num_queries, chosen, temperature=0.1):
         log_denominator = torch.log(sum(torch.exp(sim(i, a) / temperature) for a in every))
         total = total - sum(sim(i, p) / temperature - log_denominator for p in pos) / len(pos)
     return total / num_queries
+
+
+# ---- test batches --------------------------------------------------------------------------
+
+def make_batch(seed, dtype=torch.float64):
+    """Labels that are not 0..C-1, a singleton class, duplicate embeddings within and across
+    classes, and a tight cluster whose anchors mine no negative under MS."""
+    labels = torch.tensor([7, 7, 7, -3, -3, 100, 100, 42, 42, 42, 5, 11, 11])
+    emb = unit_rows(len(labels), 6, seed, dtype)
+    emb[1] = emb[0]  # same-label duplicate
+    emb[4] = emb[5]  # duplicate with another label
+    centre = emb[7].clone()
+    for i in (8, 9):
+        emb[i] = centre + 0.01 * unit_rows(1, 6, seed + i, dtype)[0]
+    emb = emb / emb.norm(dim=1, keepdim=True)
+    return emb, labels

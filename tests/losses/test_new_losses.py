@@ -7,7 +7,7 @@ import losses
 from loss_reference import (both_sided_selection, circle_value, masks_to_selection,
                             supcon_selection, supcon_value, triplet_selection, triplet_value,
                             unit_rows)
-from test_pair_losses import make_batch
+from loss_reference import make_batch
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 

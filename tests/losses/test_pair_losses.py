@@ -4,7 +4,7 @@ import torch
 
 import losses
 from loss_reference import (contrastive_selection, contrastive_value, global_selection,
-                            masks_to_selection, ms_selection, ms_value, unit_rows)
+                            make_batch, masks_to_selection, ms_selection, ms_value, unit_rows)
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 RULES = {
@@ -12,20 +12,6 @@ RULES = {
     'MS': (ms_selection, ms_value),
 }
 CASES = [('Con', 0.5), ('Con', 0.8), ('Con', 0.1), ('MS', 0.1), ('MS', 0.05), ('MS', 0.5)]
-
-
-def make_batch(seed, dtype=torch.float64):
-    """Labels that are not 0..C-1, a singleton class, duplicate embeddings within and across
-    classes, and a tight cluster whose anchors mine no negative under MS."""
-    labels = torch.tensor([7, 7, 7, -3, -3, 100, 100, 42, 42, 42, 5, 11, 11])
-    emb = unit_rows(len(labels), 6, seed, dtype)
-    emb[1] = emb[0]  # same-label duplicate
-    emb[4] = emb[5]  # duplicate with another label
-    centre = emb[7].clone()
-    for i in (8, 9):
-        emb[i] = centre + 0.01 * unit_rows(1, 6, seed + i, dtype)[0]
-    emb = emb / emb.norm(dim=1, keepdim=True)
-    return emb, labels
 
 
 def test_batch_covers_anchors_that_mine_nothing():

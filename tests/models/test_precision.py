@@ -1,10 +1,12 @@
-"""--amp: bf16 autocast on the CPU. The network runs in bf16, the meta step in float32: each\nchecked where it happens (the dtypes inside the network), not only by its results."""
+"""--amp: bf16 autocast on the CPU. The network runs in bf16, the meta step in float32: each
+checked where it happens (the dtypes inside the network), not only by its results."""
 import torch
 
 import losses
 import models
 from models.meta_layers import meta_gradient, normalize_weights
 from models.precision import MixedPrecision
+from tiny_network import loss_closures
 
 
 def setup():
@@ -56,15 +58,14 @@ def test_meta_step_under_bf16_runs_in_float32():
     full, half = MixedPrecision(model), MixedPrecision(model, 'bf16')
     masks = crit_s(half(x).detach(), y)
     assert (masks[0] | masks[1]).any()
+    closures = loss_closures(crit_w, crit_g, y, *masks, y_val, memory, memory_labels)
     for method in ('jvp', 'exact'):
-        reference = normalize_weights(meta_gradient(
-            full, x, y, *masks, x_val, y_val, memory, memory_labels, crit_w, crit_g, 1e-4,
-            method=method))
+        reference = normalize_weights(
+            meta_gradient(full, x, x_val, *closures, 1e-4, method=method)[0])
         emb = half(x)
         seen, handles = conv_output_dtypes(model)
-        under_amp = normalize_weights(meta_gradient(
-            half, x, y, *masks, x_val, y_val, memory, memory_labels, crit_w, crit_g, 1e-4,
-            method=method, emb=emb))
+        under_amp = normalize_weights(
+            meta_gradient(half, x, x_val, *closures, 1e-4, method=method, emb=emb)[0])
         for handle in handles:
             handle.remove()
         assert seen and set(seen) == {(torch.float32, False)}

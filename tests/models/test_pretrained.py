@@ -10,7 +10,7 @@ import models
 from models import pretrained
 from models.pretrained import (IMAGENET_FILES, WeightsFile, imagenet_weights, require_imagenet,
                                resolve_pretrained)
-from utils.errors import InputError
+from common.errors import InputError
 
 
 @pytest.fixture

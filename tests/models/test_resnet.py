@@ -14,8 +14,9 @@ from torch import nn
 import losses
 import models
 from DataSet.transforms import eval_transform
-from models.common import IMAGENET_MEAN, IMAGENET_STD, CaffeToImageNet
+from models.parts import IMAGENET_MEAN, IMAGENET_STD, CaffeToImageNet
 from models.meta_layers import meta_gradient
+from tiny_network import loss_closures
 from models.resnet import ResNet50
 
 META_LR = 0.3
@@ -221,11 +222,12 @@ def test_registry_names_widths_and_canonical_name():
 # ---- MMSI's meta-gradient ----------------------------------------------------------------------
 
 def meta_gradients(net, problem, methods=('exact', 'jvp')):
-    """The one place this file calls models.meta_layers.meta_gradient (its signature is about to
-    change to a closure form): {method: dL_G/dw}."""
+    """The one place this file calls models.meta_layers.meta_gradient: {method: dL_G/dw}."""
     x, y, pos_mask, neg_mask, x_val, y_val, mem_emb, mem_labels, crit_w, crit_g = problem
-    return {method: meta_gradient(net, x, y, pos_mask, neg_mask, x_val, y_val, mem_emb,
-                                  mem_labels, crit_w, crit_g, META_LR, method=method)
+    train_loss, val_loss = loss_closures(crit_w, crit_g, y, pos_mask, neg_mask, y_val,
+                                         mem_emb, mem_labels)
+    return {method: meta_gradient(net, x, x_val, train_loss, val_loss, META_LR,
+                                  method=method)[0]
             for method in methods}
 
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from utils.errors import InputError
+from common.errors import InputError
 from utils.sampler import EndlessKPBatchSampler, FastRandomIdentitySampler, KPBatchSampler
 
 K = 5

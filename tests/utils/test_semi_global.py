@@ -4,7 +4,7 @@ from collections import OrderedDict, deque
 import pytest
 import torch
 
-from utils.errors import InputError
+from common.errors import InputError
 from utils.semi_global import SemiGlobalDictionary
 
 DIM = 3

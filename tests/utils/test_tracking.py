@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from utils.errors import InputError
+from common.errors import InputError
 from utils.tracking import (TensorBoardWriter, WandbWriter, Writer, Writers, check_backends,
                             numeric_items, open_writer)
 

@@ -1,5 +1,5 @@
-"""The comparison harness: the summary recomputed from run folders with known metrics, and a
-tiny grid on tiny Glyphs that is killed, rerun and completed."""
+"""The comparison harness (compare.py): the summary recomputed from run folders with known
+metrics, and a tiny grid on tiny Glyphs that is killed, rerun and completed."""
 import csv
 import hashlib
 import json
@@ -13,15 +13,15 @@ import time
 import pytest
 from scipy.stats import t
 
-from utils import compare
+import compare
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epochs=None):
     """A run folder holding metrics.jsonl (R@1 as given, MAP@R = R@1 / 4, R-Precision =
     R@1 / 2) and its cell descriptor."""
-    cell = dict(loss=loss, mmsi=mmsi, pair_weights=pair_weights, vary=vary or {})
+    cell = compare.Cell.make(loss, mmsi, pair_weights, vary or {})
     name = compare.run_name(cell, seed)
     folder = out / 'runs' / name
     folder.mkdir(parents=True)
@@ -30,7 +30,8 @@ def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epoch
         rows.append({'epoch': epoch, 'loss': 1.0, 'R@1': r1, 'MAP@R': r1 / 4,
                      'R-Precision': r1 / 2})
     (folder / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
-    descriptor = dict(cell, seed=seed, name=name, flags=[],
+    descriptor = dict(loss=loss, mmsi=mmsi, pair_weights=pair_weights, vary=vary or {},
+                      seed=seed, name=name, flags=[],
                       epochs=max(r1_by_epoch) if epochs is None else epochs)
     (out / 'runs' / f'{name}.cell.json').write_text(json.dumps(descriptor))
 
@@ -45,7 +46,7 @@ def test_summary_from_known_metrics(tmp_path):
               epochs=2)  # incomplete: left out
     write_run(tmp_path, 'Triplet', 1, 'gradient', 0, {0: 0.5, 1: 0.7, 2: 0.75},
               vary={'val_batch_size': 40})  # one seed, no plain partner
-    compare.record_command(str(tmp_path), 'python utils/compare.py ...')
+    compare.record_command(str(tmp_path), 'python compare.py ...')
     table = compare.summarise(str(tmp_path))
 
     rows = {(row['loss'], row['mmsi']): row for row in table}
@@ -85,7 +86,7 @@ def test_summary_from_known_metrics(tmp_path):
                                 'diff_MAP@R_ci95'}
     markdown = (tmp_path / 'summary.md').read_text()
     assert '| MS | 1 | gradient |' in markdown and '(no CI, n=1)' in markdown
-    assert '    python utils/compare.py ...' in markdown
+    assert '    python compare.py ...' in markdown
     assert f'{mean:+.4f} ± {half:.4f}' in markdown
     assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
@@ -99,13 +100,13 @@ def test_a_fine_tuned_cell_takes_its_epoch_0_from_stage_1(tmp_path):
     (stage1 / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in stage1_rows))
     for mmsi, form, r1 in ((0, 'none', {1: 0.6, 2: 0.7}), (1, 'gradient', {2: 0.75})):
         write_run(tmp_path, 'MS', mmsi, form, 0, r1)
-        name = compare.run_name(dict(loss='MS', mmsi=mmsi, pair_weights=form, vary={}), 0)
+        name = compare.run_name(compare.Cell('MS', mmsi, form), 0)
         descriptor_path = tmp_path / 'runs' / f'{name}.cell.json'
         descriptor = json.loads(descriptor_path.read_text())
         descriptor['start'] = 'stage1/MS_seed0'
         descriptor_path.write_text(json.dumps(descriptor))
     cells = compare.collect(str(tmp_path))
-    rows = next(group['runs'][0] for key, group in cells.items() if key[1] == 0)
+    rows = cells[compare.Cell('MS', 0, 'none')][0]
     assert rows[0] == {'epoch': 0, 'R@1': 0.8, 'MAP@R': 0.4, 'R-Precision': 0.5}
     table = {row['mmsi']: row for row in compare.summary_rows(cells)[0]}
     assert table[0]['best_R@1_mean'] == 0.8 and table[0]['best_epoch_mean'] == 0
@@ -147,16 +148,42 @@ def test_the_finetune_protocol_starts_every_cell_from_its_seeds_stage1(tmp_path)
     for run in stage1:
         assert (run.args.loss, run.args.MMSI, run.args.pretrained, run.args.lr, run.args.epochs,
                 run.args.save_step, run.args.seed, run.args.eval_first) == (
-                    'MS', 0, None, 2e-4, 5, 5, run.seed, 0)
-    assert len(runs) == 2 * 4  # MS plain / official, Triplet plain / gradient, two seeds
+                    'MS', 0, 'none', 2e-4, 5, 5, run.seed, 0)
+    # auto is the official form for MS and the gradient form for Triplet
+    expected_forms = {'MS_mmsi0_none': (0, 'official'), 'MS_mmsi1_official': (1, 'official'),
+                      'Triplet_mmsi0_none': (0, 'gradient'),
+                      'Triplet_mmsi1_gradient': (1, 'gradient')}
+    assert sorted(run.name for run in runs) == sorted(
+        f'{cell}_seed{seed}' for seed in (3, 4) for cell in expected_forms)
     for run in runs:
-        expected = str(tmp_path / 'stage1' / f'MS_seed{run.seed}' / 'ckp_ep5.pth.tar')
-        assert run.args.pretrained == expected and run.args.seed == run.seed
+        cell, seed = run.name.rsplit('_seed', 1)
+        assert (run.args.loss, run.args.MMSI, run.args.pair_weights, run.args.seed) == (
+            cell.split('_')[0], *expected_forms[cell], int(seed))
+        expected = str(tmp_path / 'stage1' / f'MS_seed{seed}' / 'ckp_ep5.pth.tar')
+        assert run.args.pretrained == expected
         assert (run.args.lr, run.args.epochs) == (1e-5, 6)
         # stage 1's last evaluation is the cell's epoch 0: not evaluated twice
-        assert run.args.eval_first == 0 and run.describe()['start'] == f'stage1/MS_seed{run.seed}'
-        assert run.args.pair_weights == (run.cell['pair_weights'] if run.cell['mmsi']
-                                         else 'official' if run.args.loss == 'MS' else 'gradient')
+        assert run.args.eval_first == 0 and run.describe()['start'] == f'stage1/MS_seed{seed}'
+        # the descriptor the summary reads gives the cell back
+        assert compare.Cell.from_descriptor(json.loads(json.dumps(run.describe()))) == run.cell
+
+
+def test_the_summary_reads_a_metrics_file_cut_short_without_a_traceback(tmp_path):
+    """A run's metrics.jsonl cut short (a copy taken while it was written) is read to its last
+    complete line, with a warning; the harness runs from another folder than the project's."""
+    for seed in (0, 1):
+        write_run(tmp_path, 'MS', 0, 'none', seed, {0: 0.5, 1: 0.6 + seed / 10})
+    metrics = tmp_path / 'runs' / 'MS_mmsi0_none_seed1' / 'metrics.jsonl'
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "loss": 0.9, "R@')
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'compare.py'),
+                             '--summarise', str(tmp_path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f'warning: {metrics}: the last line is incomplete; read the 2 complete line(s) '
+        f'before it']
+    [row] = csv.DictReader(open(tmp_path / 'summary.csv'))
+    assert row['n'] == '2' and float(row['R@1_mean']) == pytest.approx(0.65)
 
 
 def digest(path):
@@ -166,7 +193,7 @@ def digest(path):
 def test_a_tiny_grid_killed_then_rerun_completes_without_rerunning_finished_runs(
         glyphs_root, tmp_path):
     out = tmp_path / 'grid'
-    command = [sys.executable, os.path.join(ROOT, 'utils', 'compare.py'), '--out', str(out),
+    command = [sys.executable, os.path.join(ROOT, 'compare.py'), '--out', str(out),
                '--losses', 'MS', '--mmsi', '0', '1', '--seeds', '0', '1',
                '--protocol', 'scratch', '--jobs', '2', '--threads', '1', '--',
                '--data', 'glyphs', '--data_root', glyphs_root, '--width', '64',

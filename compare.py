@@ -1,7 +1,7 @@
 """Does MMSI help? Train a grid of runs over losses, MMSI on/off, pair-weight forms and seeds,
 then summarise them with 95% confidence intervals.
 
-    python utils/compare.py --out cmp --losses MS Triplet --mmsi 0 1 \\
+    python compare.py --out cmp --losses MS Triplet --mmsi 0 1 \\
         --pair_weights official gradient --seeds 0 1 2 --vary val_batch_size=10,40 \\
         -- --data glyphs --width 64 --pretrained none --epochs 6 ...
 
@@ -13,7 +13,10 @@ does; --protocol scratch: every cell starts from the initial weights.
 Rerunning the same command never reruns a finished run and resumes an interrupted one.
 
 The summary is computed from the runs' metrics.jsonl files alone (`summarise`, also
-`python utils/compare.py --summarise DIR`): DIR/summary.csv, DIR/summary.md, DIR/curves.png.
+`python compare.py --summarise DIR`): DIR/summary.csv, DIR/summary.md, DIR/curves.png.
+
+A cell (`Cell`) is what the runs of one line of the summary share: loss, MMSI, pair-weight form
+and the --vary values; its runs differ only by their seed.
 """
 import argparse
 import csv
@@ -28,16 +31,17 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from common.errors import InputError
+from utils.args import flag_names, mmsi_only_flags
+from utils.config import parse_args
+from utils.logger import METRICS_FILE, read_metrics
+from utils.plot import Series, plot_curves
 
-from utils.args import mmsi_only_flags, parse_args  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+ROOT = os.path.dirname(os.path.abspath(__file__))  # where MMSI_train.py is
 
 METRICS = ('R@1', 'MAP@R', 'R-Precision')
-STAGE1 = dict(loss='MS', mmsi=0, pair_weights='none', vary={})
 RETRY_SECONDS = 8
 DONE = 'finished'  # marker file the harness writes in a run folder after a clean exit
 COMMANDS = 'commands.txt'  # the harness commands that trained the runs of a folder
@@ -45,8 +49,47 @@ COMMANDS = 'commands.txt'  # the harness commands that trained the runs of a fol
 
 # ---- the grid -----------------------------------------------------------------------------------
 
+class Cell(NamedTuple):
+    """One cell of the grid (hashable: the summary's key). `vary` holds the --vary values as
+    sorted (flag, value) pairs, values as strings."""
+    loss: str
+    mmsi: int
+    pair_weights: str  # 'official' or 'gradient'; 'none' when mmsi is 0
+    vary: Tuple[Tuple[str, str], ...] = ()
+
+    @classmethod
+    def make(cls, loss, mmsi, pair_weights, vary=()):
+        """From plain values; `vary` a dict or (flag, value) pairs."""
+        return cls(loss, int(mmsi), pair_weights,
+                   tuple(sorted((str(flag), str(value)) for flag, value in dict(vary).items())))
+
+    @classmethod
+    def from_descriptor(cls, descriptor):
+        """The cell of a DIR/runs/<name>.cell.json descriptor."""
+        return cls.make(descriptor['loss'], descriptor['mmsi'], descriptor['pair_weights'],
+                        descriptor.get('vary') or {})
+
+    def descriptor(self):
+        """The cell's fields of a descriptor (vary as a {flag: value} object)."""
+        return dict(loss=self.loss, mmsi=self.mmsi, pair_weights=self.pair_weights,
+                    vary=dict(self.vary))
+
+    def plain_partner(self, mmsi_flags):
+        """The MMSI=0 cell of the same loss (and the same values of the flags that are not
+        MMSI-only) that this cell's paired differences are taken against."""
+        return Cell(self.loss, 0, 'none',
+                    tuple((flag, value) for flag, value in self.vary if flag not in mmsi_flags))
+
+    def label(self):
+        label = f'{self.loss} ' + (f'MMSI {self.pair_weights}' if self.mmsi else 'plain')
+        return label + ''.join(f' {flag}={value}' for flag, value in self.vary)
+
+
+STAGE1 = Cell('MS', 0, 'none')
+
+
 def grid_cells(losses, mmsi_values, pair_weights, vary, vary_losses=None):
-    """[cell dict] of the grid: one per loss, MMSI value and pair-weight form (resolved per
+    """[Cell] of the grid: one per loss, MMSI value and pair-weight form (resolved per
     loss: 'auto' becomes 'official' or 'gradient'; forms a loss does not have are left out),
     times every --vary axis that applies (MMSI-only flags do not multiply MMSI=0 cells;
     `vary_losses` restricts the axes to some losses)."""
@@ -71,26 +114,25 @@ def grid_cells(losses, mmsi_values, pair_weights, vary, vary_losses=None):
                         if (vary_losses is None or loss in vary_losses)
                         and (mmsi or flag not in mmsi_flags)]
                 for combination in itertools.product(*(values for _, values in axes)):
-                    cells.append(dict(loss=loss, mmsi=mmsi, pair_weights=form,
-                                      vary=dict(zip((flag for flag, _ in axes), combination))))
+                    cells.append(Cell.make(loss, mmsi, form,
+                                           zip((flag for flag, _ in axes), combination)))
     return cells
 
 
 def run_name(cell, seed):
-    suffix = ''.join(f'_{flag}{value}' for flag, value in sorted(cell['vary'].items()))
-    return f'{cell["loss"]}_mmsi{cell["mmsi"]}_{cell["pair_weights"]}_seed{seed}{suffix}'
+    suffix = ''.join(f'_{flag}{value}' for flag, value in cell.vary)
+    return f'{cell.loss}_mmsi{cell.mmsi}_{cell.pair_weights}_seed{seed}{suffix}'
 
 
 def run_flags(cell, seed, common, start=None):
     """The training flags of one run: the common ones, then the cell's, then the seed and the
     starting checkpoint (argparse keeps the last value of a flag given twice). A run that starts
     from stage 1 skips evaluating it again: the summary takes its epoch 0 from stage 1."""
-    flags = list(common) + ['--loss', cell['loss'], '--MMSI', str(cell['mmsi']),
-                            '--seed', str(seed)]
-    if cell['mmsi']:
-        flags += ['--pair_weights', cell['pair_weights']]
-    for flag, value in sorted(cell['vary'].items()):
-        flags += [f'--{flag}', str(value)]
+    flags = list(common) + ['--loss', cell.loss, '--MMSI', str(cell.mmsi), '--seed', str(seed)]
+    if cell.mmsi:
+        flags += ['--pair_weights', cell.pair_weights]
+    for flag, value in cell.vary:
+        flags += [f'--{flag}', value]
     if start:
         flags += ['--pretrained', start, '--eval_first', '0']
     return flags
@@ -123,8 +165,8 @@ class Run:
 
     def describe(self):
         """The cell descriptor the summary reads (DIR/runs/<name>.cell.json)."""
-        described = dict(self.cell, seed=self.seed, name=self.name, epochs=self.args.epochs,
-                         flags=self.flags)
+        described = dict(self.cell.descriptor(), seed=self.seed, name=self.name,
+                         epochs=self.args.epochs, flags=self.flags)
         if self.start_run:
             described['start'] = self.start_run.relative_dir
         return described
@@ -229,11 +271,10 @@ def _visible_gpus():
 # ---- the summary --------------------------------------------------------------------------------
 
 def read_rows(run_dir):
-    path = os.path.join(run_dir, 'metrics.jsonl')
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The metrics rows of a run folder ([] before its first); a file cut short is read to its
+    last complete line (utils.logger.read_metrics)."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    return read_metrics(path) if os.path.exists(path) else []
 
 
 def evaluations(rows):
@@ -269,29 +310,23 @@ def mean_ci(values):
     return mean, t_quantile(n) * statistics.stdev(values) / math.sqrt(n)
 
 
-def cell_key(cell):
-    return (cell['loss'], cell['mmsi'], cell['pair_weights'],
-            tuple(sorted((k, str(v)) for k, v in cell['vary'].items())))
-
-
 def collect(out):
-    """{cell key: {'cell': descriptor, 'runs': {seed: rows}}} of the complete runs (an
-    evaluation at the cell's last epoch) under DIR/runs."""
+    """{Cell: {seed: rows}} of the complete runs (an evaluation at the cell's last epoch) under
+    DIR/runs, read from their descriptors (DIR/runs/<name>.cell.json) and metrics files."""
     runs_dir = os.path.join(out, 'runs')
     cells = {}
     for entry in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         if not entry.endswith('.cell.json'):
             continue
         with open(os.path.join(runs_dir, entry), encoding='utf-8') as f:
-            cell = json.load(f)
-        rows = read_rows(os.path.join(runs_dir, cell['name']))
-        if cell.get('start'):
-            rows = starting_rows(os.path.join(out, cell['start']), rows)
+            descriptor = json.load(f)
+        rows = read_rows(os.path.join(runs_dir, descriptor['name']))
+        if descriptor.get('start'):
+            rows = starting_rows(os.path.join(out, descriptor['start']), rows)
         last = last_evaluation(rows)
-        if last is None or last['epoch'] != cell['epochs']:
+        if last is None or last['epoch'] != descriptor['epochs']:
             continue  # not complete: left out of the summary
-        group = cells.setdefault(cell_key(cell), {'cell': cell, 'runs': {}})
-        group['runs'][cell['seed']] = rows
+        cells.setdefault(Cell.from_descriptor(descriptor), {})[descriptor['seed']] = rows
     return cells
 
 
@@ -305,26 +340,17 @@ def starting_rows(start_dir, rows):
             | {'epoch': 0}] + rows
 
 
-def plain_partner(key, cells, mmsi_flags):
-    """The MMSI=0 cell of the same loss (and the same values of the flags that are not
-    MMSI-only) that a cell's paired differences are taken against."""
-    loss, _, _, vary = key
-    plain_vary = tuple((k, v) for k, v in vary if k not in mmsi_flags)
-    return cells.get((loss, 0, 'none', plain_vary))
-
-
 def summary_rows(cells):
     """One dict per cell: identity, n, and per metric the mean and CI half-width at the last
     evaluation, at the best evaluation, and of the paired difference to the plain cell."""
     mmsi_flags = mmsi_only_flags()
-    vary_flags = sorted({k for key in cells for k, _ in key[3]})
+    vary_flags = sorted({flag for cell in cells for flag, _ in cell.vary})
     table = []
-    for key in sorted(cells, key=lambda k: (k[0], k[1], k[2], k[3])):
-        group = cells[key]
-        cell, runs = group['cell'], group['runs']
+    for cell in sorted(cells):
+        runs = cells[cell]
         seeds = sorted(runs)
-        row = {'loss': cell['loss'], 'mmsi': cell['mmsi'], 'pair_weights': cell['pair_weights']}
-        row.update({flag: dict(key[3]).get(flag, '') for flag in vary_flags})
+        row = {'loss': cell.loss, 'mmsi': cell.mmsi, 'pair_weights': cell.pair_weights}
+        row.update({flag: dict(cell.vary).get(flag, '') for flag in vary_flags})
         row['n'] = len(seeds)
         last = {seed: last_evaluation(runs[seed]) for seed in seeds}
         best = {seed: best_evaluation(runs[seed]) for seed in seeds}
@@ -334,12 +360,12 @@ def summary_rows(cells):
             row[f'best_{metric}_mean'], row[f'best_{metric}_ci95'] = mean_ci(
                 [best[s][metric] for s in seeds])
         row['best_epoch_mean'] = sum(best[s]['epoch'] for s in seeds) / len(seeds)
-        partner = plain_partner(key, cells, mmsi_flags) if cell['mmsi'] else None
-        paired = sorted(set(seeds) & set(partner['runs'])) if partner else []
+        partner = cells.get(cell.plain_partner(mmsi_flags)) if cell.mmsi else None
+        paired = sorted(set(seeds) & set(partner)) if partner else []
         row['n_paired'] = len(paired)
         for metric in METRICS:
             if paired:
-                differences = [last[s][metric] - last_evaluation(partner['runs'][s])[metric]
+                differences = [last[s][metric] - last_evaluation(partner[s])[metric]
                                for s in paired]
                 row[f'diff_{metric}_mean'], row[f'diff_{metric}_ci95'] = mean_ci(differences)
             else:
@@ -379,7 +405,8 @@ def summarise(out):
             writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
     with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
         f.write(markdown_table(table, vary_flags, read_commands(out)))
-    plot_curves(cells, os.path.join(out, 'curves.png'))
+    plot_curves(curve_series(cells), os.path.join(out, 'curves.png'),
+                title='R@1: mean over seeds, 95% band')
     return table
 
 
@@ -403,45 +430,30 @@ def markdown_table(table, vary_flags, commands=()):
     lines.append('| ' + ' | '.join(header) + ' |')
     lines.append('|' + '---|' * len(header))
     for row in table:
-        cells = [row['loss'], str(row['mmsi']), row['pair_weights']]
-        cells += [str(row[flag]) for flag in vary_flags] + [str(row['n'])]
-        cells += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in METRICS]
-        cells.append(f'{format_ci(row["best_R@1_mean"], row["best_R@1_ci95"])} '
-                     f'({row["best_epoch_mean"]:.1f})')
-        cells += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
-                  for m in METRICS]
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        fields = [row['loss'], str(row['mmsi']), row['pair_weights']]
+        fields += [str(row[flag]) for flag in vary_flags] + [str(row['n'])]
+        fields += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in METRICS]
+        fields.append(f'{format_ci(row["best_R@1_mean"], row["best_R@1_ci95"])} '
+                      f'({row["best_epoch_mean"]:.1f})')
+        fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
+                   for m in METRICS]
+        lines.append('| ' + ' | '.join(fields) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def cell_label(cell):
-    label = f'{cell["loss"]} ' + (f'MMSI {cell["pair_weights"]}' if cell['mmsi'] else 'plain')
-    return label + ''.join(f' {k}={v}' for k, v in sorted(cell['vary'].items()))
-
-
-def plot_curves(cells, path):
-    """Mean R@1 per evaluated epoch with its 95% band, one line per cell."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for key in sorted(cells):
-        cell, runs = cells[key]['cell'], cells[key]['runs']
-        per_run = [{row['epoch']: row['R@1'] for row in evaluations(rows)} for rows in runs.values()]
+def curve_series(cells):
+    """Per cell, its mean R@1 at each epoch every run of it evaluated, with the half-width of
+    the 95% interval when it has several runs (utils.plot.Series)."""
+    series = []
+    for cell in sorted(cells):
+        per_run = [{row['epoch']: row['R@1'] for row in evaluations(rows)}
+                   for rows in cells[cell].values()]
         epochs = sorted(set.intersection(*(set(points) for points in per_run)))
-        stats = [mean_ci([points[e] for points in per_run]) for e in epochs]
-        means = [mean for mean, _ in stats]
-        line, = ax.plot(epochs, means, marker='o', markersize=3,
-                        label=f'{cell_label(cell)} (n={len(per_run)})')
-        if len(per_run) > 1:
-            ax.fill_between(epochs, [m - h for m, h in stats], [m + h for m, h in stats],
-                            color=line.get_color(), alpha=0.15)
-    ax.set(xlabel='epoch', ylabel='Recall@1', title='R@1: mean over seeds, 95% band')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        stats = [mean_ci([points[epoch] for points in per_run]) for epoch in epochs]
+        series.append(Series(f'{cell.label()} (n={len(per_run)})', epochs,
+                             [mean for mean, _ in stats],
+                             [half for _, half in stats] if len(per_run) > 1 else None))
+    return series
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -506,7 +518,7 @@ def main(argv=None):
     except InputError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    command = 'python utils/compare.py ' + ' '.join(argv)
+    command = 'python compare.py ' + ' '.join(argv)
     os.makedirs(os.path.join(options.out, 'runs'), exist_ok=True)
     record_command(options.out, command)
     for run in runs:
@@ -534,8 +546,7 @@ def stage1_ok(run, stage1, failed):
 
 
 def check_vary(vary):
-    from utils.args import build_parser as training_parser
-    known = {action.dest for action in training_parser()._actions}
+    known = flag_names()
     for flag, values in vary:
         if flag not in known:
             raise InputError(f'--vary {flag}: not a training flag (python MMSI_train.py --help)')

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from DataSet.transforms import BGR_MEAN
-from utils.errors import InputError
+from common.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, of images in 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,20 +58,12 @@ def warn_missing(path):
     warnings.warn(message, stacklevel=3)
 
 
-def read_state_dict(path, expected):
+def read_state_dict(path, expected, loaded=None):
     """The state dict of tensors inside `path`: a bare state dict, or one under 'model' (this
     project's checkpoints, DeiT's files) or 'state_dict'; DataParallel's `module.` removed.
-    `expected` describes the right file for the error messages."""
-    try:
-        try:
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError:
-            # Our own checkpoints also hold the options and RNG states, which the restricted
-            # loader refuses; such a file is one the user wrote, so read it fully.
-            checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as err:  # any failure to read means: not a checkpoint we can use
-        raise InputError(f'{path} is not a readable PyTorch file ({type(err).__name__}: '
-                         f'{err}). Expected {expected}.') from err
+    `expected` describes the right file for the error messages. `loaded`: the file's contents
+    when the caller has read it already (it is not read again)."""
+    checkpoint = read_file(path, expected) if loaded is None else loaded
     if isinstance(checkpoint, Mapping):
         for key in ('model', 'state_dict'):
             if isinstance(checkpoint.get(key), Mapping):
@@ -87,6 +79,20 @@ def read_state_dict(path, expected):
             key = key[len('module.'):]
         state[key] = value
     return state
+
+
+def read_file(path, expected):
+    """torch.load of a weights file or checkpoint; InputError when it cannot be read."""
+    try:
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError:
+            # Our own checkpoints also hold the options and RNG states, which the restricted
+            # loader refuses; such a file is one the user wrote, so read it fully.
+            return torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as err:  # any failure to read means: not a checkpoint we can use
+        raise InputError(f'{path} is not a readable PyTorch file ({type(err).__name__}: '
+                         f'{err}). Expected {expected}.') from err
 
 
 def load_matching(model, source, path, expected, is_required, adapt=None):

@@ -1,0 +1,88 @@
+"""utils/config.py: one resolution of the flags into a final, read-only configuration."""
+import os
+import shutil
+
+import pytest
+import torch
+
+import MMSI_train
+from common.errors import InputError
+from tiny_run import run_args
+from utils.config import Change, Config, parse_args, resolve
+
+
+def test_the_configuration_is_read_only_and_replace_makes_a_copy():
+    config = Config(lr=1e-5, loss='MS')
+    with pytest.raises(AttributeError, match='final'):
+        config.lr = 1.0
+    with pytest.raises(AttributeError):
+        del config.loss
+    changed = config.replace(lr=2e-5)
+    assert (config.lr, changed.lr, changed.loss) == (1e-5, 2e-5, 'MS')
+    assert vars(changed) == {'lr': 2e-5, 'loss': 'MS'}  # what a checkpoint saves
+
+
+def test_every_derived_value_is_resolved_once(glyphs_root, tmp_path):
+    flags = run_args(glyphs_root, tmp_path / 'run', mmsi=1)
+    seed = flags.index('--seed')
+    del flags[seed:seed + 2]
+    config, checkpoint, splits, changes = resolve(flags)
+    assert checkpoint is None and changes == ()
+    assert config.meta_lr == config.lr == 1e-4
+    assert (config.pair_weights, config.loss_params, config.ignored_loss_flags) == (
+        'official', {'margin': 0.1}, {})
+    assert isinstance(config.seed, int) and config.device == 'cpu'
+    # the Glyphs subset has 6 training classes: warm-up until all but 2 are stored
+    assert (config.dict_min_classes, config.dict_capacity) == (4, 6 * config.d_size)
+    assert len({label for _, label in splits[0]}) == 6
+
+
+def test_given_values_are_kept_and_the_flags_alone_need_no_data():
+    config = parse_args(['--data', 'cub', '--data_root', '/nonexistent', '--meta_lr', '3e-4',
+                         '--dict_min_classes', '7', '--loss', 'Triplet'])
+    assert (config.meta_lr, config.dict_min_classes, config.dict_capacity) == (3e-4, 7, 0)
+    assert config.pair_weights == 'gradient'  # auto: Triplet has no official weighted form
+
+
+def test_a_bad_flag_is_refused_before_any_data_is_read():
+    with pytest.raises(InputError, match='--num_instances 1'):
+        resolve(['--data_root', '/nonexistent', '--num_instances', '1'])
+
+
+def copy_of(finished_run, tmp_path):
+    folder = tmp_path / 'run'
+    shutil.copytree(finished_run, folder)
+    return folder
+
+
+def test_a_resumed_run_reads_its_checkpoint_once(glyphs_root, finished_run, tmp_path,
+                                                 monkeypatch):
+    folder = copy_of(finished_run, tmp_path)
+    resume = str(folder / 'last.pth.tar')
+    loads, original = [], torch.load
+
+    def counting_load(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)) and os.path.realpath(f) == os.path.realpath(resume):
+            loads.append(kwargs.get('mmap', False))
+        return original(f, *args, **kwargs)
+    monkeypatch.setattr(torch, 'load', counting_load)
+    assert MMSI_train.main(run_args(glyphs_root, folder, '--resume', resume, epochs=2)) == 0
+    assert loads == [False]  # one full read, no peek
+    assert 'Epoch 2 done' in (folder / 'log.txt').read_text()
+
+
+def test_flags_are_compared_with_the_checkpoint_in_one_place(finished_run):
+    resume = str(finished_run / 'last.pth.tar')
+    _, checkpoint, _, changes = resolve(['--resume', resume, '--lr', '1e-3', '--margin', '0.1',
+                                         '--nThreads', '0'],
+                                        read_data=False)
+    assert checkpoint['args']['lr'] == 1e-4
+    # --margin 0.1 is the checkpoint's own value: not a change
+    assert changes == (Change('lr', 1e-4, 1e-3),)
+
+
+def test_flags_a_run_cannot_change_are_refused_each_named(finished_run):
+    resume = str(finished_run / 'last.pth.tar')
+    with pytest.raises(InputError, match=r'trained with --dim 512 --loss MS, this run has --dim '
+                                         r'64 --loss Con; these cannot change within a run'):
+        resolve(['--resume', resume, '--loss', 'Con', '--dim', '64'], read_data=False)

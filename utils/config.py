@@ -1,0 +1,281 @@
+"""From the command line to a run's final configuration, in one place.
+
+`resolve(argv)` parses the flags (utils/args.py), reads the --resume checkpoint (once: the
+checkpoint is handed on, never read again), compares the given flags with the checkpoint's
+(once), computes every value that depends on others (the seed, --meta_lr, the loss's parameters
+and pair-weight form, the device, the ImageNet weights file (fetched if need be, or refused),
+the dictionary's warm-up threshold and capacity), and checks
+the input, all before anything is written. The configuration it returns is read-only: nothing
+downstream changes a setting, so `config.pair_weights` means the same everywhere.
+
+The warm-up threshold and the batch checks depend on the number of training classes, so the
+data set's split listing (image paths and labels, no pixels) is read here and handed on too.
+"""
+import argparse
+import os
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+
+import DataSet
+import losses
+import models
+from common.errors import InputError
+from DataSet.specs import warmup_classes
+from utils.args import build_parser, import_loss_module
+from utils.checkpoint import FORMAT
+from utils import run_folder
+from utils.run_folder import load_checkpoint
+from models.pretrained import resolve_pretrained
+from utils.sampler import check_batch_size
+from utils.tracking import check_backends
+
+# Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
+NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
+# What a run keeps from its start to its end; and, in the middle of an epoch, the batches.
+FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'margin', 'alpha', 'beta', 'loss_param',
+                  'loss_module', 'MMSI', 'pair_weights', 'seed')
+FIXED_WITHIN_AN_EPOCH = ('batch_size', 'num_instances')
+OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
+# float32 holds up to 3.4e38; Adam's first step is 10 times the rate (bias correction).
+MAX_LEARNING_RATE = 3e37
+
+
+class Config(argparse.Namespace):
+    """The resolved flags of a run, read-only. `vars(config)` is what checkpoints save;
+    `config.replace(name=value)` makes a changed copy (tests, benchmarks)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f'the configuration is final (utils/config.py): cannot set {name!r}; '
+                             f'use .replace({name}=...) for a changed copy')
+
+    def __delattr__(self, name):
+        raise AttributeError(f'the configuration is final (utils/config.py): cannot delete '
+                             f'{name!r}')
+
+    def replace(self, **changes):
+        return Config(**{**vars(self), **changes})
+
+
+class Change(NamedTuple):
+    """A flag whose value differs from the checkpoint's."""
+    name: str
+    saved: object
+    now: object
+
+
+class Resolved(NamedTuple):
+    config: Config
+    checkpoint: Optional[dict]    # the --resume checkpoint, loaded once; None for a new run
+    splits: Optional[tuple]       # DataSet.read_splits: (train items, test items, source)
+    changes: tuple = ()           # Change for each flag given differently from the checkpoint
+
+
+def parse_flags(argv=None, **defaults):
+    """The flags of `argv` with the checkpoint's arguments as defaults on --resume (except
+    NOT_INHERITED), and the checkpoint. `defaults` override the flags' defaults (train.py:
+    MMSI=0; MMSI_SOP_train.py: the SOP configuration)."""
+    parser = build_parser(**defaults)
+    flags = parser.parse_args(argv)
+    resume = newest_checkpoint_in(flags.save_dir) if flags.resume == AUTO else flags.resume
+    checkpoint = load_checkpoint(resume) if resume else None
+    if ours(checkpoint):
+        known = vars(flags)
+        parser.set_defaults(**{key: value for key, value in checkpoint['args'].items()
+                               if key in known and key not in NOT_INHERITED})
+        parser.set_defaults(**defaults)
+        flags = parser.parse_args(argv)
+    flags.resume = resume
+    return flags, checkpoint
+
+
+AUTO = 'auto'
+
+
+def newest_checkpoint_in(save_dir):
+    """--resume auto: the newest checkpoint in --save_dir, or None (a new run) when it holds
+    none. A batch system that requeues a preempted job reruns the same command: the first
+    launch starts the run, every later one continues it."""
+    names = run_folder.run_files(save_dir)
+    if not any(run_folder.is_checkpoint(name) for name in names):
+        return None
+    return os.path.join(save_dir, run_folder.newest_checkpoint(names))
+
+
+def ours(checkpoint):
+    return checkpoint is not None and checkpoint.get('format') == FORMAT
+
+
+def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
+    """The final configuration of a run (see the module docstring). InputError, before
+    anything is written, for any bad flag, data set or checkpoint.
+
+    `read_data=False`: the flags alone (no data set is read; the warm-up threshold and the
+    dictionary capacity stay as given). `evaluate_only`: for test.py, which reads a checkpoint
+    to evaluate it: the loss, the training-only checks and the refusal of changed flags are
+    left out."""
+    flags, checkpoint = parse_flags(argv, **defaults)
+    values = vars(flags)
+    values['seed'] = resolve_seed(flags, checkpoint)
+    values['meta_lr'] = flags.lr if flags.meta_lr is None else flags.meta_lr
+    values['device'] = resolve_device(flags.device)
+    if ours(checkpoint):  # a resumed run has its weights: what it started from stays as saved
+        values['pretrained'] = checkpoint['args'].get('pretrained')
+    changes = ()
+    if not evaluate_only:
+        values.update(resolve_loss_flags(flags))
+        changes = changed_flags(values, checkpoint)
+        refuse_fixed_changes(changes, flags.resume, checkpoint)
+        check_training_flags(values)
+    splits = None
+    if read_data:
+        splits = DataSet.read_splits(flags.data, flags.data_root)
+        num_classes = len({label for _, label in splits[0]})
+        if flags.dict_min_classes is None:
+            values['dict_min_classes'] = warmup_classes(flags.data, num_classes)
+        values['dict_capacity'] = flags.dict_capacity or num_classes * flags.d_size
+        if not evaluate_only:
+            check_against_data(values, num_classes)
+            if checkpoint is None:  # a resumed run takes its weights from the checkpoint
+                # last: it may download the ImageNet file, which no other check should wait for
+                values['pretrained'] = resolve_pretrained(flags.net, flags.data,
+                                                          flags.pretrained)
+    return Resolved(Config(**values), checkpoint, splits, changes)
+
+
+def resolve_seed(flags, checkpoint):
+    """--seed; else the checkpoint's; else drawn at random (then logged and saved)."""
+    if flags.seed is not None:
+        return flags.seed
+    if checkpoint is not None and checkpoint.get('seed') is not None:
+        return checkpoint['seed']
+    return int(np.random.SeedSequence().entropy % 2 ** 31)
+
+
+def resolve_device(name):
+    """'auto' -> 'cuda' where there is a GPU, else 'cpu'. Each process of a multi-process
+    run takes its own GPU later (utils/distributed.py)."""
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f'--device {name!r}: expected auto, cpu, cuda or cuda:N') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise InputError(f'--device {name}: no CUDA device is available here')
+    return name
+
+
+def resolve_loss_flags(flags):
+    """Import --loss_module, check --loss, and return
+    loss_params: what the rule is given (flags the user set that it declares, and every
+      --loss_param; the rule's own defaults for the rest),
+    ignored_loss_flags: official flags given that the rule does not declare (the Run scripts
+      always pass --margin and --alpha),
+    pair_weights: 'official' or 'gradient' ('auto' resolved for this loss).
+    InputError for an unknown loss, a --loss_param the rule does not declare, or
+    --pair_weights official for a loss without an official weighted form."""
+    if flags.loss_module:
+        import_loss_module(flags.loss_module)
+    _, rule = losses.split_name(flags.loss)
+    if rule != flags.loss:
+        raise InputError(f'--loss {flags.loss!r}: give the loss itself ({rule}); the trainers '
+                         f'build its forms')
+    declared = losses.parameters(rule)
+    given = {flag: getattr(flags, flag) for flag in OFFICIAL_LOSS_FLAGS
+             if getattr(flags, flag) is not None}
+    extra = dict(flags.loss_param)
+    unknown = [name for name in extra if name not in declared]
+    if unknown:
+        raise InputError(f'--loss_param {unknown[0]}: {rule} has no such parameter; its '
+                         f'parameters: {", ".join(declared) or "none"}')
+    both = [name for name in extra if name in given and given[name] != extra[name]]
+    if both:
+        raise InputError(f'--{both[0]} {given[both[0]]} and --loss_param {both[0]}='
+                         f'{extra[both[0]]} disagree; give one')
+    return dict(loss_params={**{k: v for k, v in given.items() if k in declared}, **extra},
+                ignored_loss_flags={k: v for k, v in given.items() if k not in declared},
+                pair_weights=losses.resolve_pair_weights(rule, flags.pair_weights))
+
+
+def changed_flags(values, checkpoint):
+    """The flags whose resolved value differs from the checkpoint's (the one comparison of
+    saved and given flags: the refusal below and the log's "Changed since the checkpoint"
+    line both read it)."""
+    if not ours(checkpoint):
+        return ()
+    saved = dict(checkpoint['args'], seed=checkpoint.get('seed'))
+    return tuple(Change(name, saved[name], value) for name, value in sorted(values.items())
+                 if name in saved and name != 'resume'
+                 and not same_flag_value(name, saved[name], value))
+
+
+def same_flag_value(name, a, b):
+    if name == 'net':
+        return models.canonical_name(a) == models.canonical_name(b)
+    return a == b
+
+
+def refuse_fixed_changes(changes, resume, checkpoint):
+    """Refuse a --resume that changes a flag its run cannot change, naming each one."""
+    if not ours(checkpoint):
+        return
+    fixed = FIXED_IN_A_RUN + (FIXED_WITHIN_AN_EPOCH if checkpoint['iteration'] else ())
+    refused = [change for change in changes if change.name in fixed]
+    if refused:
+        within = (' (--batch_size and --num_instances: until the epoch ends)'
+                  if {c.name for c in refused} & set(FIXED_WITHIN_AN_EPOCH) else '')
+        raise InputError(
+            f'--resume {resume} was trained with '
+            f'{" ".join(f"--{c.name} {c.saved}" for c in refused)}, this run has '
+            f'{" ".join(f"--{c.name} {c.now}" for c in refused)}; these cannot change within a '
+            f'run{within}: start a new one in another --save_dir, with --pretrained {resume} '
+            f'to begin from its weights')
+
+
+def check_training_flags(values):
+    """The checks that need the flags alone."""
+    if values['input_pipeline'] == 'gpu' and not values['device'].startswith('cuda'):
+        raise InputError(f'--input_pipeline gpu decodes on the GPU; this run is on '
+                         f'{values["device"]}')
+    models.check_width(values['net'], values['width'])
+    check_backends(tensorboard='1' if values['tensorboard'] else None, wandb=values['wandb'],
+                   wandb_mode=values['wandb_mode'])
+    if values['num_instances'] < 2:
+        raise InputError(f'--num_instances {values["num_instances"]}: a batch would hold one '
+                         f'image per class, hence no positive pair; use at least 2')
+    if values['MMSI'] and not values['freeze_BN']:
+        raise InputError('--MMSI 1 needs --freeze_BN 1 (the official setting): the meta step '
+                         'assumes BatchNorm in eval mode')
+    rate = max(values['lr'] * values['base_lr_mult'], values['lr'])
+    if rate > MAX_LEARNING_RATE:
+        raise InputError(f'--lr {values["lr"]} (x --base_lr_mult {values["base_lr_mult"]} for '
+                         f'the backbone) is above {MAX_LEARNING_RATE:g}: Adam\'s first step, 10 '
+                         f'times the rate, would not fit in float32')
+
+
+def check_against_data(values, num_classes):
+    """The checks that need the number of training classes."""
+    check_batch_size(values['batch_size'], values['num_instances'], num_classes)
+    if not values['MMSI']:
+        return
+    check_batch_size(values['val_batch_size'], values['val_num_instances'], num_classes,
+                     flag='--val_batch_size')
+    needed = values['dict_min_classes']
+    if needed > num_classes:
+        raise InputError(f'--dict_min_classes {needed} is more than the {num_classes} training '
+                         f'classes: MMSI would never leave its warm-up')
+    if needed > values['dict_capacity']:
+        raise InputError(f'--dict_min_classes {needed} is more than a dictionary of '
+                         f'--dict_capacity {values["dict_capacity"]} rows can hold: MMSI would '
+                         f'never leave its warm-up')
+
+
+def parse_args(argv=None, **defaults):
+    """The configuration from the flags alone, without reading any data set (the comparison
+    harness, --help, tests): `resolve(argv, read_data=False)`."""
+    return resolve(argv, read_data=False, **defaults).config
