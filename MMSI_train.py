@@ -26,10 +26,10 @@ from utils.build import build_run
 from utils.checkpoint import save_checkpoint
 from utils.config import resolve
 from utils.distributed import Distributed
-from utils.run_folder import LAST_CHECKPOINT, epoch_checkpoint_name
+from utils.run_folder import LAST_CHECKPOINT, NoSpace, epoch_checkpoint_name
 from common.log_format import format_skipped, format_stats, recall_line
 
-EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128
+EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_NO_SPACE, EXIT_SIGNAL = 2, 3, 4, 128
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Launchers deliver one stop request more than once: SLURM signals every process of a job step,
 # and torchrun forwards the signal it got to its workers. A repeat within this many seconds is
@@ -64,6 +64,9 @@ def main(argv=None, **defaults):
     except trainer.NonFinite as err:
         stop_non_finite(run, err)
         return EXIT_NON_FINITE
+    except NoSpace as err:  # nothing more can be written: stderr only
+        print(f'error: {err.strerror}', file=sys.stderr)
+        return EXIT_NO_SPACE
     except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
         return EXIT_SIGNAL + signal.SIGINT
     finally:

@@ -34,8 +34,8 @@ from utils.tracking import check_backends
 # Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
 NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
 # What a run keeps from its start to its end; and, in the middle of an epoch, the batches.
-FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'margin', 'alpha', 'beta', 'loss_param',
-                  'loss_module', 'MMSI', 'pair_weights', 'seed')
+FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'loss_parameters', 'loss_module', 'MMSI',
+                  'pair_weights', 'seed')
 FIXED_WITHIN_AN_EPOCH = ('batch_size', 'num_instances')
 OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
 # float32 holds up to 3.4e38; Adam's first step is 10 times the rate (bias correction).
@@ -66,6 +66,26 @@ class Change(NamedTuple):
     name: str
     saved: object
     now: object
+
+    def as_typed(self, value):
+        """The flag with `value` as a user would type it: `--lr 0.001`, `--freeze_BN 1`,
+        `--dict_min_classes (unset)`; the loss's parameters as `--loss_param margin=0.5`, those
+        that differ only."""
+        if self.name == LOSS_PARAMETERS:
+            other = self.now if value is self.saved else self.saved
+            differ = [key for key in sorted(set(value) | set(other))
+                      if value.get(key) != other.get(key)]
+            return ' '.join(f'--loss_param {key}={value.get(key, "(unset)")}' for key in differ)
+        if value is None:
+            return f'--{self.name} (unset)'
+        if isinstance(value, bool):
+            return f'--{self.name} {int(value)}'
+        return f'--{self.name} {value}'
+
+    def __str__(self):
+        return f'{self.as_typed(self.saved)} -> {self.as_typed(self.now).split(" ", 1)[-1]}' \
+            if self.name != LOSS_PARAMETERS else \
+            f'{self.as_typed(self.saved)} -> {self.as_typed(self.now)}'
 
 
 class Resolved(NamedTuple):
@@ -189,6 +209,12 @@ def resolve_loss_flags(flags):
     given = {flag: getattr(flags, flag) for flag in OFFICIAL_LOSS_FLAGS
              if getattr(flags, flag) is not None}
     extra = dict(flags.loss_param)
+    repeated = sorted({name for name, _ in flags.loss_param
+                       if sum(other == name for other, _ in flags.loss_param) > 1})
+    if repeated:
+        values = [f'{name}={value}' for name, value in flags.loss_param if name == repeated[0]]
+        raise InputError(f'--loss_param {repeated[0]} is given {len(values)} times '
+                         f'({", ".join(values)}); give it once')
     unknown = [name for name in extra if name not in declared]
     if unknown:
         raise InputError(f'--loss_param {unknown[0]}: {rule} has no such parameter; its '
@@ -197,7 +223,9 @@ def resolve_loss_flags(flags):
     if both:
         raise InputError(f'--{both[0]} {given[both[0]]} and --loss_param {both[0]}='
                          f'{extra[both[0]]} disagree; give one')
-    return dict(loss_params={**{k: v for k, v in given.items() if k in declared}, **extra},
+    params = losses.checked_parameters(rule, {**{k: v for k, v in given.items()
+                                                 if k in declared}, **extra})
+    return dict(loss_params=params,
                 ignored_loss_flags={k: v for k, v in given.items() if k not in declared},
                 pair_weights=losses.resolve_pair_weights(rule, flags.pair_weights))
 
@@ -205,13 +233,35 @@ def resolve_loss_flags(flags):
 def changed_flags(values, checkpoint):
     """The flags whose resolved value differs from the checkpoint's (the one comparison of
     saved and given flags: the refusal below and the log's "Changed since the checkpoint"
-    line both read it)."""
+    line both read it). The loss's parameters are compared by their effect: `--margin 0.5` on
+    a Contrastive run whose margin already is 0.5 (its default) changes nothing."""
     if not ours(checkpoint):
         return ()
     saved = dict(checkpoint['args'], seed=checkpoint.get('seed'))
-    return tuple(Change(name, saved[name], value) for name, value in sorted(values.items())
-                 if name in saved and name != 'resume'
-                 and not same_flag_value(name, saved[name], value))
+    changes = [Change(name, saved[name], value) for name, value in sorted(values.items())
+               if name in saved and name not in NOT_COMPARED
+               and not same_flag_value(name, saved[name], value)]
+    if 'loss_params' in values and values['loss'] == saved['loss']:  # else the loss changed
+        now = effective_loss_parameters(values['loss'], values['loss_params'])
+        before = effective_loss_parameters(saved['loss'], saved.get('loss_params') or {})
+        if now != before:
+            changes.append(Change(LOSS_PARAMETERS, before, now))
+    return tuple(changes)
+
+
+# Compared through their effect (LOSS_PARAMETERS), or not at all (this invocation's choice).
+NOT_COMPARED = ('resume', 'margin', 'alpha', 'beta', 'loss_param', 'loss_params',
+                'ignored_loss_flags')
+LOSS_PARAMETERS = 'loss_parameters'
+
+
+def effective_loss_parameters(loss, given):
+    """Every parameter of the loss as the rule gets it: its defaults, then what was given."""
+    try:
+        defaults = losses.parameters(loss)
+    except KeyError:  # a rule of a --loss_module not imported now: what was given
+        defaults = {}
+    return {**defaults, **given}
 
 
 def same_flag_value(name, a, b):
@@ -231,8 +281,8 @@ def refuse_fixed_changes(changes, resume, checkpoint):
                   if {c.name for c in refused} & set(FIXED_WITHIN_AN_EPOCH) else '')
         raise InputError(
             f'--resume {resume} was trained with '
-            f'{" ".join(f"--{c.name} {c.saved}" for c in refused)}, this run has '
-            f'{" ".join(f"--{c.name} {c.now}" for c in refused)}; these cannot change within a '
+            f'{" ".join(c.as_typed(c.saved) for c in refused)}, this run has '
+            f'{" ".join(c.as_typed(c.now) for c in refused)}; these cannot change within a '
             f'run{within}: start a new one in another --save_dir, with --pretrained {resume} '
             f'to begin from its weights')
 

@@ -8,7 +8,7 @@ import time
 
 import losses
 from common.errors import InputError
-from utils.run_folder import LOG_FILE, METRICS_FILE, atomic_write_text
+from utils.run_folder import LOG_FILE, METRICS_FILE, atomic_write_text, is_no_space, no_space
 
 
 class RunLog:
@@ -43,8 +43,13 @@ class RunLog:
         if not self.enabled:
             return
         print(message, file=stream, flush=True)
-        self._file.write(message + '\n')
-        self._file.flush()
+        try:
+            self._file.write(message + '\n')
+            self._file.flush()
+        except OSError as err:
+            if is_no_space(err):
+                raise no_space(err, self._file.name) from None
+            raise
 
     def timestamped(self, message):
         self.print(f'[{time.strftime("%Y-%m-%d %H:%M:%S")}] {message}')
@@ -115,8 +120,8 @@ def describe_run(run, dataset, notes, changes=None):
         log.print(f'Note: {note}')
     log.print('Arguments: ' + ' '.join(f'--{k} {v}' for k, v in sorted(vars(args).items())))
     if changes is not None:
-        log.print('Changed since the checkpoint: ' + (', '.join(
-            f'--{c.name} {c.saved} -> {c.now}' for c in changes) or 'nothing'))
+        log.print('Changed since the checkpoint: ' + (', '.join(map(str, changes))
+                                                      or 'nothing'))
     log.print(f'Data: {dataset.source}: {len(dataset.train)} training images of '
               f'{dataset.train.num_classes} classes, {len(dataset.gallery)} test images of '
               f'{dataset.gallery.num_classes} classes')
@@ -126,7 +131,8 @@ def describe_run(run, dataset, notes, changes=None):
                  if run.dist.enabled else ''))
     params = {**losses.parameters(args.loss), **args.loss_params}
     log.print(f'Loss: {args.loss} ({", ".join(f"{k} {v}" for k, v in params.items())})'
-              + (f'; pair weights {args.pair_weights}' if args.MMSI else ''))
+              + (f'; pair weights {args.pair_weights}' if args.MMSI else '')
+              + f'; rule {losses.rule_of(args.loss)}')
     if args.ignored_loss_flags:
         log.print(f'Not parameters of {args.loss}, ignored: ' + ', '.join(
             f'--{k} {v}' for k, v in args.ignored_loss_flags.items()))
