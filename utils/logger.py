@@ -122,9 +122,13 @@ def describe_run(run, dataset, notes, changes=None):
     if changes is not None:
         log.print('Changed since the checkpoint: ' + (', '.join(map(str, changes))
                                                       or 'nothing'))
+    query = getattr(dataset, 'query', None)
+    test = (f'{len(dataset.gallery)} test images of {dataset.gallery.num_classes} classes'
+            if query is None else
+            f'{len(query)} query images of {query.num_classes} classes against '
+            f'{len(dataset.gallery)} gallery images of {dataset.gallery.num_classes} classes')
     log.print(f'Data: {dataset.source}: {len(dataset.train)} training images of '
-              f'{dataset.train.num_classes} classes, {len(dataset.gallery)} test images of '
-              f'{dataset.gallery.num_classes} classes')
+              f'{dataset.train.num_classes} classes, {test}')
     log.print(f'Device: {run.device}; seed {run.seed}; {run.iterations_per_epoch} iterations '
               f'per epoch; MMSI {"on" if args.MMSI else "off"}'
               + (f'; {run.dist.world_size} processes, batch {args.batch_size} per process'
