@@ -61,6 +61,13 @@ def area_fraction(text):
     return value
 
 
+def noise_fraction(text):
+    value = nonnegative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f'expected a fraction in [0, 1), got {text!r}')
+    return value
+
+
 def optional_path(text):
     return None if str(text).lower() in ('', 'none', 'null') else text
 
@@ -98,6 +105,17 @@ def build_parser(**defaults):
     data.add_argument('--check_images', type=str2bool, default=True,
                       help='before training, read the header (format and size, not the pixels) '
                            'of every listed image, with --nThreads workers')
+    data.add_argument('--holdout_classes', type=nonnegative_int, default=0,
+                      help='set the last N training classes (by sorted label) aside: they never '
+                           'train, and every evaluation also reports R@1, MAP@R and R-Precision '
+                           'on them (holdout/...: a selection set; our extension)')
+    data.add_argument('--label_noise', type=noise_fraction, default=0.0,
+                      help='give this fraction of the training images (rounded, over the whole '
+                           'set) the label of another training class, drawn with --noise_seed; '
+                           'the changes go to <save_dir>/noisy_labels.csv (our extension)')
+    data.add_argument('--noise_seed', type=nonnegative_int, default=None,
+                      help='seed of the --label_noise draw (default: --seed), so that runs of '
+                           'one noise seed see the same noisy labels')
 
     model = parser.add_argument_group('model')
     model.add_argument('--net', default='BN_Inception',
