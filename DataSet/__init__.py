@@ -1,7 +1,8 @@
 """Data sets: `create(name, root)` returns an object with `.train`, `.gallery` and `.query`.
 
 `.gallery` is always the set the evaluation retrieves from. `.query` is None where the gallery
-is its own query set (each image queries all the others: cub, car, product, glyphs) and the
+is its own query set (each image queries all the others: cub, car, product, glyphs,
+glyphs_many) and the
 query images where the data set has its own (In-Shop, `shop`: query against gallery, nothing
 excluded). evaluations.split_metrics takes both cases.
 
@@ -29,6 +30,9 @@ def dataset_folder(name, root='DataSet'):
     if name == 'glyphs':
         from DataSet.glyphs import ensure_glyphs
         return ensure_glyphs(root)
+    if name == 'glyphs_many':
+        from DataSet.glyphs_many import ensure_glyphs_many
+        return ensure_glyphs_many(root)
     for folder in spec.folders:
         path = os.path.join(root, folder)
         if os.path.isdir(path):

@@ -127,7 +127,7 @@ def build_parser(**defaults):
                             'missing), a weights file or checkpoint to start from, or none '
                             '(random initialisation). Default: imagenet on cub, car, product '
                             'and shop, where a run without ImageNet weights is refused unless '
-                            '"none" is given; none on glyphs')
+                            '"none" is given; none on glyphs and glyphs_many')
     model.add_argument('--freeze_BN', type=str2bool, default=True,
                        help='keep every BatchNorm layer in eval mode (affine parameters train)')
 
@@ -222,7 +222,8 @@ def add_mmsi_flags(mmsi):
                       help='dictionary bound in rows; 0: training classes x d_size')
     mmsi.add_argument('--dict_min_classes', type=nonnegative_int, default=None,
                       help='warm-up: classes the dictionary must hold before MMSI updates '
-                           '(default: cub/car 98, product 1000, glyphs its classes minus 2)')
+                           '(default: cub/car 98, product 1000, glyphs its classes minus 2, '
+                           'glyphs_many 300)')
     mmsi.add_argument('--val_batch_size', type=positive_int, default=10)
     mmsi.add_argument('--val_num_instances', type=positive_int, default=1)
     mmsi.add_argument('--meta_lr', type=positive_float, default=None,
