@@ -20,14 +20,16 @@ import time
 import torch
 
 import trainer
-from evaluations import ExtractionStopped, extract_features, recall_ks_for, split_metrics
+from evaluations import (ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics,
+                         split_metrics)
 from common.errors import InputError
 from utils.build import build_run
 from utils.checkpoint import save_checkpoint
 from utils.config import resolve
 from utils.distributed import Distributed
 from utils.run_folder import LAST_CHECKPOINT, NoSpace, epoch_checkpoint_name
-from common.log_format import format_skipped, format_stats, recall_line
+from common.log_format import (HOLDOUT_PREFIX, format_skipped, format_stats, holdout_line,
+                               recall_line)
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_NO_SPACE, EXIT_SIGNAL = 2, 3, 4, 128
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -188,13 +190,25 @@ def evaluate(run, final=False):
     query = query_labels = None
     if run.loaders.query is not None:
         query, query_labels = embed_shards(run, run.loaders.query)
+    holdout = holdout_labels = None
+    if run.loaders.holdout is not None:
+        holdout, holdout_labels = embed_shards(run, run.loaders.holdout)
     metrics = {}
     if run.dist.is_main:
         nmi = run.args.nmi == 'every' or (run.args.nmi == 'final' and final)
         metrics = split_metrics(gallery, gallery_labels, recall_ks_for(run.args.data),
                                 query, query_labels, nmi=nmi, nmi_seed=run.seed)
+        if holdout is not None:
+            metrics.update(holdout_metrics(holdout, holdout_labels))
     metrics['eval_seconds'] = round(time.time() - tic, 2)
     return metrics
+
+
+def holdout_metrics(emb, labels):
+    """R@1, MAP@R and R-Precision of the holdout classes (each image queries all the others),
+    as `holdout/R@1`, `holdout/MAP@R`, `holdout/R-Precision`."""
+    scores = retrieval_metrics(emb, labels, ks=(1,))
+    return {HOLDOUT_PREFIX + key: scores[key] for key in ('R@1', 'MAP@R', 'R-Precision')}
 
 
 def embed_shards(run, loader):
@@ -233,6 +247,8 @@ def evaluate_and_record(run, row, position, final=False):
     where = f'epoch {row["epoch"]}' + (f' iteration {row["iteration"]}'
                                        if 'iteration' in row else '')
     run.log.print(recall_line(where, metrics))
+    if holdout_line(where, metrics):
+        run.log.print(holdout_line(where, metrics))
     row.update(metrics)
     record(run, row)
     return metrics

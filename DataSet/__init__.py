@@ -1,7 +1,8 @@
 """Data sets: `create(name, root)` returns an object with `.train`, `.gallery` and `.query`.
 
 `.gallery` is always the set the evaluation retrieves from. `.query` is None where the gallery
-is its own query set (each image queries all the others: cub, car, product, glyphs) and the
+is its own query set (each image queries all the others: cub, car, product, glyphs,
+glyphs_many) and the
 query images where the data set has its own (In-Shop, `shop`: query against gallery, nothing
 excluded). evaluations.split_metrics takes both cases.
 
@@ -29,6 +30,9 @@ def dataset_folder(name, root='DataSet'):
     if name == 'glyphs':
         from DataSet.glyphs import ensure_glyphs
         return ensure_glyphs(root)
+    if name == 'glyphs_many':
+        from DataSet.glyphs_many import ensure_glyphs_many
+        return ensure_glyphs_many(root)
     for folder in spec.folders:
         path = os.path.join(root, folder)
         if os.path.isdir(path):
@@ -43,6 +47,23 @@ class Splits(NamedTuple):
     gallery: list
     query: Optional[list]    # None: the gallery queries itself
     source: str              # what was read, for the log
+    # --holdout_classes: the training classes set aside for model selection (None: none);
+    # they are not in `train`. Set by utils/config.py (hold_out_classes), not by read_splits.
+    holdout: Optional[list] = None
+    # --label_noise: (path, true label, given label) of each training image whose label in
+    # `train` was changed (DataSet/noise.py); empty without noise.
+    relabelled: tuple = ()
+
+
+def hold_out_classes(train, count):
+    """(remaining training items, holdout items): the last `count` training classes in the
+    order of their sorted labels leave `train` (order of the items kept); holdout None when
+    `count` is 0."""
+    if not count:
+        return list(train), None
+    held = set(sorted({label for _, label in train})[-count:])
+    return ([item for item in train if item[1] not in held],
+            [item for item in train if item[1] in held])
 
 
 def read_splits(name, root='DataSet'):
@@ -66,8 +87,9 @@ def read_splits(name, root='DataSet'):
 
 def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16,
            skip_bad_images=False, splits=None, bad_image_log=None):
-    """`.train` (random crops and flips), `.gallery` and `.query` (centre crops; `.query` None
-    unless the data set has a query set of its own) for data set `name`.
+    """`.train` (random crops and flips), `.gallery`, `.query` and `.holdout` (centre crops;
+    `.query` None unless the data set has a query set of its own, `.holdout` None unless
+    `splits` holds held-out training classes) for data set `name`.
     `splits`: what read_splits returned, when the caller has read it already.
     `bad_image_log`: the file where --skip_bad_images names each image it skips."""
     splits = splits or read_splits(name, root)
@@ -84,4 +106,5 @@ def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16,
         train=image_list(splits.train, train_transform(width, origin_width, ratio)),
         gallery=image_list(splits.gallery, eval_transform(width, origin_width)),
         query=image_list(splits.query, eval_transform(width, origin_width)),
+        holdout=image_list(splits.holdout, eval_transform(width, origin_width)),
     )

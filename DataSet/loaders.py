@@ -21,13 +21,15 @@ class Loaders(NamedTuple):
     gallery: DataLoader            # this process's shard of the test set, in order
     validation: Optional[Iterator]  # MMSI's validation batches (None without MMSI)
     query: Optional[DataLoader] = None  # this process's shard of the query set (In-Shop), in order
+    holdout: Optional[DataLoader] = None  # this process's shard of the holdout classes, in order
 
 
 def make_loaders(dataset, *, input_pipeline, width, origin_width, ratio, workers, cuda,
                  train_batches, eval_batch_size, rank=0, world_size=1, val_batches=None):
     """Loaders over `dataset` (DataSet.create): `train_batches` and `val_batches` are batch
     samplers of the training set (the second one endless, or None); the test set is split
-    between `world_size` processes by index."""
+    between `world_size` processes by index, and so are the query set and the holdout classes
+    (`dataset.query` / `dataset.holdout`, where present)."""
     options = dict(num_workers=workers, pin_memory=cuda,
                    worker_init_fn=leave_signals_to_main_process)
     if workers > 0:
@@ -56,4 +58,5 @@ def make_loaders(dataset, *, input_pipeline, width, origin_width, ratio, workers
         if not val_options['num_workers']:
             val_options.pop('persistent_workers', None), val_options.pop('prefetch_factor', None)
         validation = iter(DataLoader(train_set, batch_sampler=val_batches, **val_options))
-    return Loaders(train, gallery, validation, evaluation_shard(getattr(dataset, 'query', None)))
+    return Loaders(train, gallery, validation, evaluation_shard(getattr(dataset, 'query', None)),
+                   evaluation_shard(getattr(dataset, 'holdout', None)))

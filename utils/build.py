@@ -67,7 +67,11 @@ def build_run(resolved, dist=None):
     if checkpoint is not None:
         run.log.history = list(checkpoint.get('metrics') or [])
         run.log.write_metrics()
-    describe_run(run, dataset, notes, resolved.changes if checkpoint is not None else None)
+    if dist.is_main and resolved.splits is not None and resolved.splits.relabelled:
+        run_folder.atomic_write_text(run_folder.noisy_labels_csv(resolved.splits.relabelled),
+                                     os.path.join(config.save_dir, run_folder.NOISY_LABELS_FILE))
+    describe_run(run, dataset, notes, resolved.changes if checkpoint is not None else None,
+                 resolved.splits.relabelled if resolved.splits is not None else ())
     run.tracker = open_tracker(config) if dist.is_main else Writer()
     return run
 
@@ -87,7 +91,8 @@ def check_images(config, dataset, dist, device):
     so that an unreadable file stops the run before anything is written."""
     if not config.check_images:
         return
-    test_images = dataset.gallery.images + (dataset.query.images if dataset.query else [])
+    test_images = dataset.gallery.images + (dataset.query.images if dataset.query else []) + (
+        dataset.holdout.images if getattr(dataset, 'holdout', None) else [])
     paths = (dataset.train.images + test_images)[dist.rank::dist.world_size]
     errors = unreadable_images(paths, config.nThreads, config.progress and dist.is_main)
     if config.skip_bad_images:

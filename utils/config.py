@@ -22,6 +22,7 @@ import DataSet
 import losses
 import models
 from common.errors import InputError
+from DataSet.noise import noisy_labels
 from DataSet.specs import warmup_classes
 from utils.args import build_parser, import_loss_module
 from utils.checkpoint import FORMAT
@@ -35,7 +36,7 @@ from utils.tracking import check_backends
 NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
 # What a run keeps from its start to its end; and, in the middle of an epoch, the batches.
 FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'loss_parameters', 'loss_module', 'MMSI',
-                  'pair_weights', 'seed')
+                  'pair_weights', 'seed', 'holdout_classes', 'label_noise', 'noise_seed')
 FIXED_WITHIN_AN_EPOCH = ('batch_size', 'num_instances')
 OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
 # float32 holds up to 3.4e38; Adam's first step is 10 times the rate (bias correction).
@@ -91,7 +92,8 @@ class Change(NamedTuple):
 class Resolved(NamedTuple):
     config: Config
     checkpoint: Optional[dict]    # the --resume checkpoint, loaded once; None for a new run
-    splits: Optional[tuple]       # DataSet.read_splits: (train items, test items, source)
+    splits: Optional[tuple]       # DataSet.Splits: read_splits, then the holdout classes
+    #                               and the label noise applied to its training items
     changes: tuple = ()           # Change for each flag given differently from the checkpoint
 
 
@@ -141,6 +143,7 @@ def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
     flags, checkpoint = parse_flags(argv, **defaults)
     values = vars(flags)
     values['seed'] = resolve_seed(flags, checkpoint)
+    values['noise_seed'] = values['seed'] if flags.noise_seed is None else flags.noise_seed
     values['meta_lr'] = flags.lr if flags.meta_lr is None else flags.meta_lr
     values['device'] = resolve_device(flags.device)
     if ours(checkpoint):  # a resumed run has its weights: what it started from stays as saved
@@ -153,8 +156,9 @@ def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
         check_training_flags(values)
     splits = None
     if read_data:
-        splits = DataSet.read_splits(flags.data, flags.data_root)
-        num_classes = len({label for _, label in splits[0]})
+        splits = training_split(DataSet.read_splits(flags.data, flags.data_root), values,
+                                evaluate_only)
+        num_classes = len({label for _, label in splits.train})
         if flags.dict_min_classes is None:
             values['dict_min_classes'] = warmup_classes(flags.data, num_classes)
         values['dict_capacity'] = flags.dict_capacity or num_classes * flags.d_size
@@ -165,6 +169,33 @@ def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
                 values['pretrained'] = resolve_pretrained(flags.net, flags.data,
                                                           flags.pretrained)
     return Resolved(Config(**values), checkpoint, splits, changes)
+
+
+def training_split(splits, values, evaluate_only=False):
+    """`splits` with the last --holdout_classes training classes moved to `.holdout`, then
+    --label_noise applied to the remaining training items (DataSet/noise.py, seed
+    --noise_seed; the changes in `.relabelled`). InputError naming --holdout_classes when too
+    few training classes would remain."""
+    count = values['holdout_classes']
+    total = len({label for _, label in splits.train})
+    if count:
+        remaining = total - count
+        needed = [(2, 'at least 2')]
+        if not evaluate_only:
+            needed.append((values['batch_size'] // values['num_instances'],
+                           f'--batch_size {values["batch_size"]} / --num_instances '
+                           f'{values["num_instances"]}'))
+            if values['MMSI']:
+                needed.append((values['val_batch_size'] // values['val_num_instances'],
+                               f'--val_batch_size {values["val_batch_size"]} / '
+                               f'--val_num_instances {values["val_num_instances"]}'))
+        for classes, what in needed:
+            if remaining < classes:
+                raise InputError(f'--holdout_classes {count} leaves {max(remaining, 0)} of the '
+                                 f'{total} training classes; training needs {classes} ({what})')
+    train, holdout = DataSet.hold_out_classes(splits.train, count)
+    train, relabelled = noisy_labels(train, values['label_noise'], values['noise_seed'])
+    return splits._replace(train=train, holdout=holdout, relabelled=tuple(relabelled))
 
 
 def resolve_seed(flags, checkpoint):

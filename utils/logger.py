@@ -8,7 +8,8 @@ import time
 
 import losses
 from common.errors import InputError
-from utils.run_folder import LOG_FILE, METRICS_FILE, atomic_write_text, is_no_space, no_space
+from utils.run_folder import (LOG_FILE, METRICS_FILE, NOISY_LABELS_FILE, atomic_write_text,
+                               is_no_space, no_space)
 
 
 class RunLog:
@@ -109,10 +110,11 @@ def warn(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def describe_run(run, dataset, notes, changes=None):
+def describe_run(run, dataset, notes, changes=None, relabelled=()):
     """The run's header in log.txt: what it is (new or resumed, with its run id), the notes of
     the folder's preparation, every flag, what changed since the checkpoint (`changes`, from
-    utils.config; None for a new run), the data, the device, the loss and MMSI's settings."""
+    utils.config; None for a new run), the data (with the holdout classes and the labels
+    --label_noise changed: `relabelled`), the device, the loss and MMSI's settings."""
     args, log = run.args, run.log
     log.timestamped((f'Resuming {args.resume}' if changes is not None else 'New run')
                     + f' (run {run.run_id})')
@@ -129,6 +131,13 @@ def describe_run(run, dataset, notes, changes=None):
             f'{len(dataset.gallery)} gallery images of {dataset.gallery.num_classes} classes')
     log.print(f'Data: {dataset.source}: {len(dataset.train)} training images of '
               f'{dataset.train.num_classes} classes, {test}')
+    if getattr(dataset, 'holdout', None) is not None:
+        log.print(f'Holdout: {len(dataset.holdout)} images of {dataset.holdout.num_classes} '
+                  f'training classes (--holdout_classes) set aside for selection, never trained '
+                  f'on')
+    if args.label_noise:
+        log.print(f'Label noise: {len(relabelled)} of {len(dataset.train)} training labels '
+                  f'changed (seed {args.noise_seed}); {NOISY_LABELS_FILE}')
     log.print(f'Device: {run.device}; seed {run.seed}; {run.iterations_per_epoch} iterations '
               f'per epoch; MMSI {"on" if args.MMSI else "off"}'
               + (f'; {run.dist.world_size} processes, batch {args.batch_size} per process'

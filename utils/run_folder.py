@@ -5,11 +5,13 @@ the rules for whether a run may write into a folder.
     metrics.jsonl    one JSON object per epoch or evaluation
     last.pth.tar     the newest checkpoint (every epoch, mid-epoch saves, stops)
     ckp_epN.pth.tar  kept every --save_step epochs
+    noisy_labels.csv --label_noise: image path, true label, given label of each changed image
 
 Writes are atomic (a temporary file in the same folder, fsync, rename): a crash leaves the old
 file or the new one, never half of one.
 """
 import contextlib
+import csv
 import errno
 import fcntl
 import io
@@ -24,6 +26,7 @@ from common.errors import InputError
 LOG_FILE = 'log.txt'
 METRICS_FILE = 'metrics.jsonl'
 LAST_CHECKPOINT = 'last.pth.tar'
+NOISY_LABELS_FILE = 'noisy_labels.csv'
 EPOCH_CHECKPOINT = re.compile(r'ckp_ep(\d+)\.pth\.tar')
 
 
@@ -218,11 +221,22 @@ class FolderCheckpoint:
 
 
 def run_files(save_dir):
-    """The names of the files of a run in `save_dir`: log, metrics and checkpoints."""
+    """The names of the files of a run in `save_dir`: log, metrics, noisy labels and
+    checkpoints."""
     if not os.path.isdir(save_dir):
         return []
     return sorted(name for name in os.listdir(save_dir)
-                  if name in (LOG_FILE, METRICS_FILE) or is_checkpoint(name))
+                  if name in (LOG_FILE, METRICS_FILE, NOISY_LABELS_FILE) or is_checkpoint(name))
+
+
+def noisy_labels_csv(relabelled):
+    """The text of noisy_labels.csv: a header, then `path,true label,given label` per changed
+    image (labels as the data set's files give them)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator='\n')
+    writer.writerow(('path', 'true_label', 'given_label'))
+    writer.writerows(relabelled)
+    return text.getvalue()
 
 
 def newest_checkpoint(names):
