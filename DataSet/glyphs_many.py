@@ -27,7 +27,6 @@ The same seed gives byte-identical files. `ensure_glyphs_many(root)` makes `root
 on first use.
 """
 import os
-import shutil
 import time
 import unicodedata
 import warnings
@@ -36,7 +35,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from DataSet.glyphs import FONT_DIR, _face, font_paths, has_glyph, jitter_image, render_glyph
+from DataSet.glyphs import (FONT_DIR, _face, font_paths, has_glyph, jitter_image, render_glyph,
+                            write_atomically)
 
 FOLDER = 'GlyphsMany'
 REFERENCE_FONT = 'DejaVuSans.ttf'
@@ -210,21 +210,8 @@ def generate_glyphs_many(folder, seed=0, num_classes=None, image_size=IMAGE_SIZE
     if os.path.exists(folder):
         raise FileExistsError(f'{folder} already exists; generate_glyphs_many writes a new '
                               f'folder (delete it to make the data set again)')
-    temporary = f'{folder}.tmp-{os.getpid()}'
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
-    try:
-        _write_dataset(temporary, seed, num_classes, image_size)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    try:
-        os.rename(temporary, folder)
-    except OSError:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if not os.path.isfile(os.path.join(folder, 'Ebay_test.txt')):
-            raise
-    return folder
+    return write_atomically(folder, lambda temporary: _write_dataset(
+        temporary, seed, num_classes, image_size), complete_marker='Ebay_test.txt')
 
 
 def ensure_glyphs_many(root, seed=0, **kwargs):

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from DataSet.transforms import BGR_MEAN
 from common.errors import InputError
@@ -41,6 +42,20 @@ class CaffeToImageNet(nn.Module):
 
     def forward(self, bgr):
         return bgr.flip(1) * self.scale + self.shift
+
+
+def global_pool(feature_map, pooling):
+    """[B, C, h, w] -> [B, C]: max pooling, plus average pooling for 'max+avg' (the data set's
+    spec says which: DataSet/specs.py)."""
+    pooled = F.adaptive_max_pool2d(feature_map, 1)
+    if pooling == 'max+avg':
+        pooled = pooled + F.adaptive_avg_pool2d(feature_map, 1)
+    return pooled.flatten(1)
+
+
+def embed(features, classifier):
+    """The embedding head on the pooled features; dim=0 (no head): the features themselves."""
+    return features if classifier is None else classifier(features)
 
 
 def check_pretrained_argument(pretrained):

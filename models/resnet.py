@@ -11,14 +11,13 @@ them to torchvision's normalisation first (models/parts.CaffeToImageNet).
 """
 import os
 
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from DataSet.specs import SPECS
 from models.BN_Inception import Embedding
-from models.parts import (CaffeToImageNet, check_pretrained_argument, load_matching,
-                           read_state_dict, warn_missing)
+from models.parts import (CaffeToImageNet, check_pretrained_argument, embed, global_pool,
+                          load_matching, read_state_dict, warn_missing)
 
 FEATURE_DIM = 2048  # channels of layer4
 MIN_WIDTH = 32      # five stride-2 stages: 32 px is the smallest input with a 1 x 1 map
@@ -68,16 +67,10 @@ class ResNet50(nn.Module):
         return x
 
     def global_pool(self, feature_map):
-        pooled = F.adaptive_max_pool2d(feature_map, 1)
-        if self.pooling == 'max+avg':
-            pooled = pooled + F.adaptive_avg_pool2d(feature_map, 1)
-        return pooled.flatten(1)
+        return global_pool(feature_map, self.pooling)
 
     def forward(self, x):
-        pooled = self.global_pool(self.features(x))
-        if self.classifier is None:
-            return pooled
-        return self.classifier(pooled)
+        return embed(self.global_pool(self.features(x)), self.classifier)
 
 
 def supported_width(width):

@@ -35,7 +35,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from models.BN_Inception import Embedding
-from models.parts import (CaffeToImageNet, check_pretrained_argument, load_matching,
+from models.parts import (CaffeToImageNet, check_pretrained_argument, embed, load_matching,
                            read_state_dict, warn_missing)
 
 PATCH = 16
@@ -86,10 +86,7 @@ class ViTS16(nn.Module):
         return self.backbone.forward_head(tokens, pre_logits=True)
 
     def forward(self, x):
-        features = self.features(x)
-        if self.classifier is None:
-            return features
-        return self.classifier(features)
+        return embed(self.features(x), self.classifier)
 
 
 def supported_width(width):

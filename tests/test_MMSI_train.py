@@ -1,5 +1,4 @@
 """End-to-end runs on a tiny Glyphs subset: plain and MMSI training, resume, outputs, plot."""
-import json
 import math
 import os
 

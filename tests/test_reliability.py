@@ -446,13 +446,13 @@ BAD_INPUTS = {
         lambda t, r: ['--resume', str(ours_with(t, r, net='ResNet50')), '--net', 'BN_Inception'],
         r'was trained with --net ResNet50, this run has --net BN_Inception'),
     '--resume official checkpoint of another network': (
-        lambda t, r: ['--resume', str(official(t))], r'does not hold BN-Inception weights'),
+        lambda t, r: ['--resume', str(official(t))], r'does not hold the Caffe-converted BN-Inception ImageNet weights'),
     '--resume with another embedding size': (
         lambda t, r: ['--resume', str(r / 'last.pth.tar'), '--dim', '128'],
         r'was trained with --dim 512, this run has --dim 128'),
     '--pretrained of the wrong network': (
         lambda t, r: ['--pretrained', str(resnet_file(t))],
-        r'resnet18.pth does not hold BN-Inception weights'),
+        r'resnet18.pth does not hold the Caffe-converted BN-Inception ImageNet weights'),
     'save_dir on a read-only path': (
         lambda t, r: ['--save_dir', read_only_dir(t)], r'--save_dir .* is not writable'),
     'save_dir already holding a run': (

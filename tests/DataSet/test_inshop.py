@@ -11,7 +11,7 @@ import evaluations
 from DataSet.specs import SPECS
 from common.errors import InputError
 
-from tiny_inshop import ITEMS, make_inshop
+from tiny_inshop import make_inshop
 
 
 def test_spec():
