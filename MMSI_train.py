@@ -17,17 +17,21 @@ import sys
 import threading
 import time
 
+import torch
+
 import trainer
-from evaluations import ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics
+from evaluations import (ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics,
+                         split_metrics)
 from common.errors import InputError
 from utils.build import build_run
 from utils.checkpoint import save_checkpoint
 from utils.config import resolve
 from utils.distributed import Distributed
-from utils.run_folder import LAST_CHECKPOINT, epoch_checkpoint_name
-from common.log_format import format_skipped, format_stats, recall_line
+from utils.run_folder import LAST_CHECKPOINT, NoSpace, epoch_checkpoint_name
+from common.log_format import (HOLDOUT_PREFIX, format_skipped, format_stats, holdout_line,
+                               recall_line)
 
-EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_SIGNAL = 2, 3, 128
+EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_NO_SPACE, EXIT_SIGNAL = 2, 3, 4, 128
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Launchers deliver one stop request more than once: SLURM signals every process of a job step,
 # and torchrun forwards the signal it got to its workers. A repeat within this many seconds is
@@ -62,6 +66,9 @@ def main(argv=None, **defaults):
     except trainer.NonFinite as err:
         stop_non_finite(run, err)
         return EXIT_NON_FINITE
+    except NoSpace as err:  # nothing more can be written: stderr only
+        print(f'error: {err.strerror}', file=sys.stderr)
+        return EXIT_NO_SPACE
     except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
         return EXIT_SIGNAL + signal.SIGINT
     finally:
@@ -70,6 +77,7 @@ def main(argv=None, **defaults):
                 signal.signal(signum, handler)
         if run is not None and run.log is not None:
             run.log.close()
+            run.tracker.close()
         dist.stop()
 
 
@@ -120,9 +128,10 @@ def train(run):
         run.log.print(epoch_line(row))
         if epoch % args.save_step == 0 or epoch == args.epochs:
             # abandoned: the epoch is saved as its last iteration, to evaluate on resuming
-            evaluate_and_record(run, row, position=(epoch, meter.iterations, meter))
+            evaluate_and_record(run, row, position=(epoch, meter.iterations, meter),
+                                final=epoch == args.epochs)
         else:
-            run.log.record(row)
+            record(run, row)
         save_checkpoint(run, epoch)
         if epoch % args.save_step == 0:
             save_checkpoint(run, epoch, name=epoch_checkpoint_name(epoch))
@@ -168,15 +177,44 @@ def stop_non_finite(run, err):
                   f'{err.iteration} ({err}); {kept}')
 
 
-def evaluate(run):
-    """Retrieval metrics on the test split. Each process embeds its shard; the main process
-    scores them all (the metrics do not depend on the order of the embeddings). Raises, on
-    every process, NonFinite for non-finite parameters or embeddings, ExtractionStopped when
-    a stop was requested meanwhile."""
+def evaluate(run, final=False):
+    """Retrieval metrics on the test split (the gallery against itself, or the query set
+    against the gallery where the data set has one), and NMI at the `final` evaluation or at
+    every one (--nmi). Each process embeds its shard; the main process scores them all (the
+    metrics do not depend on the order of the embeddings). Raises, on every process, NonFinite
+    for non-finite parameters or embeddings, ExtractionStopped when a stop was requested
+    meanwhile."""
     trainer.check_parameters(run)
     tic = time.time()
+    gallery, gallery_labels = embed_shards(run, run.loaders.gallery)
+    query = query_labels = None
+    if run.loaders.query is not None:
+        query, query_labels = embed_shards(run, run.loaders.query)
+    holdout = holdout_labels = None
+    if run.loaders.holdout is not None:
+        holdout, holdout_labels = embed_shards(run, run.loaders.holdout)
+    metrics = {}
+    if run.dist.is_main:
+        nmi = run.args.nmi == 'every' or (run.args.nmi == 'final' and final)
+        metrics = split_metrics(gallery, gallery_labels, recall_ks_for(run.args.data),
+                                query, query_labels, nmi=nmi, nmi_seed=run.seed)
+        if holdout is not None:
+            metrics.update(holdout_metrics(holdout, holdout_labels))
+    metrics['eval_seconds'] = round(time.time() - tic, 2)
+    return metrics
+
+
+def holdout_metrics(emb, labels):
+    """R@1, MAP@R and R-Precision of the holdout classes (each image queries all the others),
+    as `holdout/R@1`, `holdout/MAP@R`, `holdout/R-Precision`."""
+    scores = retrieval_metrics(emb, labels, ks=(1,))
+    return {HOLDOUT_PREFIX + key: scores[key] for key in ('R@1', 'MAP@R', 'R-Precision')}
+
+
+def embed_shards(run, loader):
+    """(embeddings, labels) of a test set, every process's shard gathered on every process."""
     try:
-        emb, labels = extract_features(run.network.local_embed, run.loaders.gallery, run.device,
+        emb, labels = extract_features(run.network.local_embed, loader, run.device,
                                        progress=run.args.progress and run.dist.is_main,
                                        desc='evaluate', prepare=run.network.prepare,
                                        should_stop=lambda: run.stop_signal is not None)
@@ -190,27 +228,36 @@ def evaluate(run):
         raise trainer.NonFinite(run, 'embeddings', 'in the evaluation; the parameters are finite')
     emb = run.dist.all_gather_varying(emb.to(run.device))
     labels = run.dist.all_gather_varying(labels.to(run.device))
-    metrics = {}
-    if run.dist.is_main:
-        metrics = retrieval_metrics(emb, labels, ks=recall_ks_for(run.args.data))
-    metrics['eval_seconds'] = round(time.time() - tic, 2)
-    return metrics
+    if run.dist.enabled:  # back to the data set's order (process r embedded r, r + world, ...)
+        # k-means++ seeds by position: NMI then equals a single process's
+        order = torch.cat([torch.arange(rank, len(emb), run.dist.world_size)
+                           for rank in range(run.dist.world_size)]).to(emb.device)
+        emb, labels = emb[order.argsort()], labels[order.argsort()]
+    return emb, labels
 
 
-def evaluate_and_record(run, row, position):
-    """Evaluate, log the Recall line, and record `row` with the metrics in metrics.jsonl. On a
-    stop request the evaluation is abandoned and the run stops at `position` (epoch, iteration,
-    meter), the iteration boundary the evaluation follows."""
+def evaluate_and_record(run, row, position, final=False):
+    """Evaluate, log the Recall line, and record `row` with the metrics in metrics.jsonl (and
+    the tracker). On a stop request the evaluation is abandoned and the run stops at `position`
+    (epoch, iteration, meter), the iteration boundary the evaluation follows."""
     try:
-        metrics = evaluate(run)
+        metrics = evaluate(run, final)
     except ExtractionStopped:
         stop_at(run, *position, during=' during the evaluation (abandoned)')
     where = f'epoch {row["epoch"]}' + (f' iteration {row["iteration"]}'
                                        if 'iteration' in row else '')
     run.log.print(recall_line(where, metrics))
+    if holdout_line(where, metrics):
+        run.log.print(holdout_line(where, metrics))
     row.update(metrics)
-    run.log.record(row)
+    record(run, row)
     return metrics
+
+
+def record(run, row):
+    """A row of metrics.jsonl, also sent to TensorBoard / W&B when asked for."""
+    run.log.record(row)
+    run.tracker.record(row, step=run.global_step)
 
 
 def epoch_row(run, epoch, meter, seconds):

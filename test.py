@@ -1,4 +1,5 @@
-"""Evaluate a saved model on the test split: Recall@K and MAP@R.
+"""Evaluate a saved model on the test split: Recall@K, MAP@R, R-Precision and NMI (--nmi off to
+leave NMI out).
 
     python test.py --resume ckps/run/ckp_ep30.pth.tar [--data_root DataSet] [--device cuda]
 
@@ -15,7 +16,7 @@ import DataSet
 import models
 from common.errors import InputError
 from common.log_format import format_recalls
-from evaluations import extract_features, recall_ks_for, retrieval_metrics
+from evaluations import extract_features, recall_ks_for, split_metrics
 from MMSI_train import last_line
 from utils.config import resolve
 
@@ -25,14 +26,22 @@ def evaluate_checkpoint(argv=None):
     if checkpoint is None:
         raise InputError('--resume: give the checkpoint to evaluate')
     device = torch.device(config.device)
-    model = models.create(config.net, data=config.data, dim=config.dim, pretrained=None)
+    model = models.create(config.net, data=config.data, dim=config.dim, pretrained=None,
+                          width=config.width)
     models.load_pretrained(model, config.resume, loaded=checkpoint)
+    model.to(device)
     dataset = DataSet.create(config.data, config.data_root, config.width, config.origin_width,
                              splits=splits)
-    loader = DataLoader(dataset.gallery, batch_size=config.eval_batch_size,
-                        num_workers=config.nThreads, pin_memory=device.type == 'cuda')
-    emb, labels = extract_features(model.to(device), loader, device, progress=config.progress)
-    metrics = retrieval_metrics(emb.to(device), labels.to(device), ks=recall_ks_for(config.data))
+
+    def embed(images):
+        if images is None:
+            return None, None
+        loader = DataLoader(images, batch_size=config.eval_batch_size,
+                            num_workers=config.nThreads, pin_memory=device.type == 'cuda')
+        emb, labels = extract_features(model, loader, device, progress=config.progress)
+        return emb.to(device), labels.to(device)
+    metrics = split_metrics(*embed(dataset.gallery), recall_ks_for(config.data),
+                            *embed(dataset.query), nmi=config.nmi != 'off')
     epoch = checkpoint.get('epoch', '?')
     print(f'{config.resume} (epoch {epoch}) on {dataset.source}: {format_recalls(metrics)}')
     return metrics

@@ -83,11 +83,13 @@ def train_epoch(run, epoch, after_iteration, start_iteration=0, meter_state=None
 
 
 def log_iteration(run, epoch, iteration, total, meter, seconds):
+    means = meter.means()
     parts = [f'Epoch: [{epoch}][{iteration}/{total}]',
-             f'Time {seconds / max(meter.iterations, 1):.3f}s/it', format_stats(meter.means())]
+             f'Time {seconds / max(meter.iterations, 1):.3f}s/it', format_stats(means)]
     if meter.skipped:
         parts.append(format_skipped(meter.skipped))
     run.log.print('  '.join(part for part in parts if part))
+    run.tracker.scalars(means, step=run.global_step)
 
 
 def optimizer_step(run, loss):

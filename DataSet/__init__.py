@@ -1,11 +1,18 @@
-"""Data sets: `create(name, root)` returns an object with `.train` and `.gallery`.
+"""Data sets: `create(name, root)` returns an object with `.train`, `.gallery` and `.query`.
 
-The data sets (cub, car, product, glyphs), their folders, official layouts and splits are
-described once, in DataSet/specs.py. In every folder, the official code's `train.txt` /
-`test.txt` list files take precedence when both are present.
+`.gallery` is always the set the evaluation retrieves from. `.query` is None where the gallery
+is its own query set (each image queries all the others: cub, car, product, glyphs,
+glyphs_many) and the
+query images where the data set has its own (In-Shop, `shop`: query against gallery, nothing
+excluded). evaluations.split_metrics takes both cases.
+
+The data sets, their folders, official layouts and splits are described once, in
+DataSet/specs.py. In every folder, the official code's list files (`train.txt` / `test.txt`;
+In-Shop `train.txt` / `gallery.txt` / `query.txt`) take precedence when all are present.
 """
 import os
 from types import SimpleNamespace
+from typing import NamedTuple, Optional
 
 from DataSet import readers, specs
 from DataSet.image_list import ImageList
@@ -23,44 +30,81 @@ def dataset_folder(name, root='DataSet'):
     if name == 'glyphs':
         from DataSet.glyphs import ensure_glyphs
         return ensure_glyphs(root)
+    if name == 'glyphs_many':
+        from DataSet.glyphs_many import ensure_glyphs_many
+        return ensure_glyphs_many(root)
     for folder in spec.folders:
         path = os.path.join(root, folder)
         if os.path.isdir(path):
             return path
     tried = ' or '.join(os.path.join(root, f) for f in spec.folders)
     raise InputError(f'data set folder not found: {tried} (--data_root {root!r}); expected '
-                     f'{spec.layout} there, or train.txt and test.txt list files')
+                     f'{spec.layout} there, or the list files {", ".join(spec.list_files)}')
+
+
+class Splits(NamedTuple):
+    train: list              # (path, label) pairs
+    gallery: list
+    query: Optional[list]    # None: the gallery queries itself
+    source: str              # what was read, for the log
+    # --holdout_classes: the training classes set aside for model selection (None: none);
+    # they are not in `train`. Set by utils/config.py (hold_out_classes), not by read_splits.
+    holdout: Optional[list] = None
+    # --label_noise: (path, true label, given label) of each training image whose label in
+    # `train` was changed (DataSet/noise.py); empty without noise.
+    relabelled: tuple = ()
+
+
+def hold_out_classes(train, count):
+    """(remaining training items, holdout items): the last `count` training classes in the
+    order of their sorted labels leave `train` (order of the items kept); holdout None when
+    `count` is 0."""
+    if not count:
+        return list(train), None
+    held = set(sorted({label for _, label in train})[-count:])
+    return ([item for item in train if item[1] not in held],
+            [item for item in train if item[1] in held])
 
 
 def read_splits(name, root='DataSet'):
-    """(train items, test items, description of what was read) for data set `name`."""
+    """The Splits of data set `name`: its list files when present, else its official layout."""
+    spec = specs.spec_of(name)
     folder = dataset_folder(name, root)
-    if readers.has_list_files(folder):
-        train, test = readers.read_list_files(folder)
-        source = f'{folder} (train.txt / test.txt)'
+    if readers.has_list_files(folder, spec.list_files):
+        sets = readers.read_list_files(folder, spec.list_files)
+        source = f'{folder} ({" / ".join(spec.list_files)})'
     else:
-        train, test = specs.spec_of(name).read_layout(folder)
+        sets = spec.read_layout(folder)
         source = folder
-    if not train or not test:
-        raise InputError(f'{folder}: the split left no {"training" if not train else "test"} '
-                         f'images')
-    readers.check_images_exist(train + test, source)
-    return train, test, source
+    train, gallery, query = (*sets, None) if len(sets) == 2 else sets
+    for items, what in ((train, 'training'), (gallery, 'test' if query is None else 'gallery'),
+                        (query, 'query')):
+        if items is not None and not items:
+            raise InputError(f'{folder}: the split left no {what} images')
+    readers.check_images_exist(train + gallery + (query or []), source)
+    return Splits(train, gallery, query, source)
 
 
 def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16,
            skip_bad_images=False, splits=None, bad_image_log=None):
-    """`.train` (random crops and flips) and `.gallery` (centre crops) for data set `name`.
+    """`.train` (random crops and flips), `.gallery`, `.query` and `.holdout` (centre crops;
+    `.query` None unless the data set has a query set of its own, `.holdout` None unless
+    `splits` holds held-out training classes) for data set `name`.
     `splits`: what read_splits returned, when the caller has read it already.
     `bad_image_log`: the file where --skip_bad_images names each image it skips."""
-    train, test, source = splits or read_splits(name, root)
-    train_images, train_labels = zip(*train)
-    test_images, test_labels = zip(*test)
+    splits = splits or read_splits(name, root)
+
+    def image_list(items, transform):
+        if items is None:
+            return None
+        images, labels = zip(*items)
+        return ImageList(images, labels, transform, skip_bad_images, bad_image_log)
+
     return SimpleNamespace(
         name=name,
-        source=source,
-        train=ImageList(train_images, train_labels, train_transform(width, origin_width, ratio),
-                        skip_bad_images, bad_image_log),
-        gallery=ImageList(test_images, test_labels, eval_transform(width, origin_width),
-                          skip_bad_images, bad_image_log),
+        source=splits.source,
+        train=image_list(splits.train, train_transform(width, origin_width, ratio)),
+        gallery=image_list(splits.gallery, eval_transform(width, origin_width)),
+        query=image_list(splits.query, eval_transform(width, origin_width)),
+        holdout=image_list(splits.holdout, eval_transform(width, origin_width)),
     )

@@ -217,11 +217,20 @@ def generate_glyphs(folder, seed=0, images_per_class=40, image_size=80):
     if os.path.exists(folder):
         raise FileExistsError(f'{folder} already exists; generate_glyphs writes a new folder '
                               f'(delete it to make the data set again)')
+    return write_atomically(folder, lambda temporary: _write_dataset(
+        temporary, seed, images_per_class, image_size), complete_marker='images.txt')
+
+
+def write_atomically(folder, write, complete_marker):
+    """Generate a data set into `folder` through a temporary folder renamed at the end
+    (`write(temporary)` fills it): an interrupted generation leaves no half data set behind,
+    and when another process finished the same folder first (it holds `complete_marker`),
+    its copy is kept."""
     temporary = f'{folder}.tmp-{os.getpid()}'
     shutil.rmtree(temporary, ignore_errors=True)  # left by an interrupted run with our pid
     os.makedirs(temporary)
     try:
-        _write_dataset(temporary, seed, images_per_class, image_size)
+        write(temporary)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -229,7 +238,7 @@ def generate_glyphs(folder, seed=0, images_per_class=40, image_size=80):
         os.rename(temporary, folder)
     except OSError:
         shutil.rmtree(temporary, ignore_errors=True)
-        if not os.path.isfile(os.path.join(folder, 'images.txt')):
+        if not os.path.isfile(os.path.join(folder, complete_marker)):
             raise
     return folder
 

@@ -1,7 +1,9 @@
 """Readers for the official on-disk layouts of the data sets.
 
-Each reader takes the data set's folder and returns two lists of (image path, label) pairs,
-train and test. Labels are the class ids exactly as the annotation files give them.
+Each reader takes the data set's folder and returns lists of (image path, label) pairs: train
+and test, and for In-Shop train, gallery and query (the test split comes as two sets there).
+Labels are the class ids exactly as the annotation files give them (In-Shop: the number in
+`id_00000001`).
 Problems are reported as InputError naming the file and what was expected.
 """
 import os
@@ -10,6 +12,11 @@ from common.errors import InputError
 
 # When present, these list files (the official code's format) take precedence over the layout.
 LIST_FILES = ('train.txt', 'test.txt')
+# In-Shop's list files in the official code (DataSet/In_shop_clothes.py), in the order
+# train, gallery, query that read_inshop_layout also returns.
+QUERY_LIST_FILES = ('train.txt', 'gallery.txt', 'query.txt')
+INSHOP_PARTITION = 'list_eval_partition.txt'
+INSHOP_STATUSES = ('train', 'gallery', 'query')
 
 
 def read_cub_layout(folder):
@@ -51,14 +58,57 @@ def read_sop_layout(folder):
                  for name in ('Ebay_train.txt', 'Ebay_test.txt'))
 
 
-def read_list_files(folder):
-    """The official code's `train.txt` / `test.txt`: `<relative path> <label>` per line, or the
-    four-column SOP form; an optional header line is skipped."""
-    return tuple(_list_file(os.path.join(folder, name), folder) for name in LIST_FILES)
+def read_inshop_layout(folder):
+    """In-Shop Clothes Retrieval (DeepFashion): `list_eval_partition.txt`, in the folder or in
+    its `Eval/`: a count, the header `image_name item_id evaluation_status`, then
+    `img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002 train|query|gallery` per image.
+    Image paths are relative to the folder, or to its `Img/` (where the distribution's
+    Img/img.zip unpacks). Returns (train, gallery, query); labels are the item numbers."""
+    candidates = [os.path.join(folder, INSHOP_PARTITION),
+                  os.path.join(folder, 'Eval', INSHOP_PARTITION)]
+    path = next((candidate for candidate in candidates if os.path.isfile(candidate)), None)
+    if path is None:
+        raise InputError(f'annotation file not found: {" or ".join(candidates)} (expected the '
+                         f'In-Shop Clothes layout in {folder}, or the list files '
+                         f'{", ".join(QUERY_LIST_FILES)})')
+    lines = _lines(path)
+    if len(lines) < 2 or not lines[0][1].isdigit():
+        raise InputError(f'{path}: expected the number of images on line 1 and the header '
+                         f'"image_name item_id evaluation_status" on line 2')
+    rows = [(number, line.split()) for number, line in lines[2:]]
+    if int(lines[0][1]) != len(rows):
+        raise InputError(f'{path}: line 1 announces {lines[0][1]} images, {len(rows)} are listed '
+                         f'(truncated file?)')
+    base = _inshop_image_base(folder, rows)
+    splits = {status: [] for status in INSHOP_STATUSES}
+    for number, fields in rows:
+        if (len(fields) != 3 or fields[2] not in splits or not fields[1].startswith('id_')
+                or not fields[1][3:].isdigit()):
+            raise InputError(f'{path}, line {number}: expected "<image path> id_<number> '
+                             f'train|query|gallery", got {" ".join(fields)!r}')
+        splits[fields[2]].append((os.path.join(base, fields[0]), int(fields[1][3:])))
+    return tuple(splits[status] for status in INSHOP_STATUSES)
 
 
-def has_list_files(folder):
-    return all(os.path.isfile(os.path.join(folder, name)) for name in LIST_FILES)
+def _inshop_image_base(folder, rows):
+    """The folder the listed paths are relative to: `folder`, or `folder/Img`, whichever holds
+    the first listed image (`folder` when neither does: the missing images are then reported)."""
+    if rows:
+        for base in (folder, os.path.join(folder, 'Img')):
+            if os.path.isfile(os.path.join(base, rows[0][1][0])):
+                return base
+    return folder
+
+
+def read_list_files(folder, names=LIST_FILES):
+    """The official code's list files (`train.txt` / `test.txt`; In-Shop `train.txt` /
+    `gallery.txt` / `query.txt`): `<relative path> <label>` per line, or the four-column SOP
+    form; an optional header line is skipped."""
+    return tuple(_list_file(os.path.join(folder, name), folder) for name in names)
+
+
+def has_list_files(folder, names=LIST_FILES):
+    return all(os.path.isfile(os.path.join(folder, name)) for name in names)
 
 
 def split_by_class(items):

@@ -34,12 +34,13 @@ def make_run(args, loss, mmsi, meta_grad):
     device = torch.device(args.device)
     flags = ['--loss', loss, '--lr', '1e-5', '--MMSI', str(int(mmsi)),
              '--meta_grad', meta_grad if mmsi else 'jvp', '--amp', args.amp, '--seed', '0',
-             '--dict_min_classes', '1', '--device', args.device]
+             '--dict_min_classes', '1', '--device', args.device, '--net', args.net,
+             '--width', str(args.width)]
     flags += ['--margin', str(args.margin)] if args.margin is not None else []
     flags += ['--channels_last', '1'] if args.channels_last else []
     train_args = parse_args(flags)
     torch.manual_seed(0)
-    model = models.create('BN_Inception', data='cub', dim=512).to(device)
+    model = models.create(args.net, data='cub', dim=512, width=args.width).to(device)
     dist = Distributed()
     run = TrainingRun(args=train_args, dist=dist, device=device, run_id='bench', model=model,
                       network=wrap_network(train_args, model, dist, device),
@@ -96,6 +97,7 @@ def median_seconds(runs, iters):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--net', default='BN_Inception', help='BN_Inception | ResNet50 | ViT_S16')
     parser.add_argument('--width', type=int, default=64)
     parser.add_argument('--batch', type=int, default=40)
     parser.add_argument('--instances', type=int, default=5)
@@ -111,7 +113,7 @@ def main():
 
     where = (torch.cuda.get_device_name(args.device) if args.device.startswith('cuda')
              else f'{platform.machine()} CPU, {torch.get_num_threads()} threads')
-    print(f'# {where}, torch {torch.__version__}, BN-Inception width {args.width}, batch '
+    print(f'# {where}, torch {torch.__version__}, {args.net} width {args.width}, batch '
           f'{args.batch} ({args.batch // args.instances}x{args.instances}), val batch '
           f'{args.val_batch}, amp {args.amp}{", channels_last" if args.channels_last else ""}')
     print('| loss | iteration | median s/it | images/s | x plain | peak GPU GiB |')

@@ -7,7 +7,7 @@ reads the R@1 of a "Recall" line back)."""
 STAT_ORDER = ('loss', 'pos_sim', 'neg_sim', 'val_loss', 'w_mean', 'w_max', 'w_pos_frac',
               'w_pos_pairs', 'w_neg_pairs')
 # The evaluation metrics of a "Recall ..." line, in this order after the R@K.
-RETRIEVAL_SUMMARY = ('MAP@R', 'R-Precision')
+RETRIEVAL_SUMMARY = ('MAP@R', 'R-Precision', 'NMI')
 
 
 def format_stat(value):
@@ -38,3 +38,15 @@ def recall_line(where, metrics):
     shown = {k: v for k, v in metrics.items() if k.startswith('R@')}
     shown.update((k, metrics[k]) for k in RETRIEVAL_SUMMARY if k in metrics)
     return f'Recall {where}: {format_recalls(shown)}'
+
+
+# The metrics on the held-out training classes (--holdout_classes) carry this prefix.
+HOLDOUT_PREFIX = 'holdout/'
+
+
+def holdout_line(where, metrics):
+    """`Holdout epoch 3: R@1 0.5000  MAP@R 0.1000  R-Precision 0.2000`, or None when `metrics`
+    has no holdout metrics."""
+    shown = {key[len(HOLDOUT_PREFIX):]: value for key, value in metrics.items()
+             if key.startswith(HOLDOUT_PREFIX)}
+    return f'Holdout {where}: {format_recalls(shown)}' if shown else None

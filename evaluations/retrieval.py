@@ -92,6 +92,32 @@ def retrieval_metrics(query, query_labels, gallery=None, gallery_labels=None, ks
                      chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)
 
 
+def split_metrics(gallery, gallery_labels, ks, query=None, query_labels=None, *, nmi=False,
+                  nmi_seed=0, chunk_size=None, max_chunk_bytes=DEFAULT_MAX_CHUNK_BYTES):
+    """The metrics of a data set's test split, both kinds (DataSet.create's `.gallery` /
+    `.query`): without a query set the gallery queries itself (each image's own row excluded);
+    with one (In-Shop) the queries retrieve from the gallery and nothing is excluded.
+
+    Returns retrieval_metrics' dict, plus 'NMI' when `nmi`: k-means (k = number of classes,
+    seed `nmi_seed`) over every test embedding, the gallery's and the query set's together.
+    """
+    if (query is None) != (query_labels is None):
+        raise ValueError('query and query_labels go together: pass both or neither')
+    metrics = retrieval_metrics(gallery if query is None else query,
+                                gallery_labels if query is None else query_labels,
+                                None if query is None else gallery,
+                                None if query is None else gallery_labels, ks,
+                                chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)
+    if nmi:
+        from evaluations.clustering import nmi as clustering_nmi  # needs nothing else here
+        embeddings, labels = torch.as_tensor(gallery), torch.as_tensor(gallery_labels)
+        if query is not None:
+            embeddings = torch.cat([embeddings, torch.as_tensor(query).to(embeddings.device)])
+            labels = torch.cat([labels, torch.as_tensor(query_labels).to(labels.device)])
+        metrics['NMI'] = clustering_nmi(embeddings, labels, seed=nmi_seed)
+    return metrics
+
+
 @torch.no_grad()
 def _evaluate(query, query_labels, gallery, gallery_labels, ks, with_map, chunk_size,
               max_chunk_bytes):

@@ -8,8 +8,9 @@
 | GCon, GMS, GTriplet, ...    | global   | crit(emb, labels, mem_emb, mem_labels)         | loss                 |
 
 Each rule owns its parameters: the keyword arguments of its constructor, with their defaults
-(`parameters('MS')` -> {'margin': 0.1, 'alpha': 40.0, 'beta': 2.0, 'base': 0.5}). `create`
-hands a rule exactly the parameters given, and refuses one the rule does not declare. The
+(`parameters('MS')` -> {'margin': 0.1, 'alpha': 40.0, 'beta': 2.0, 'base': 0.5}), and their
+ranges (`RANGES`, losses/params.py). `create` hands a rule exactly the parameters given,
+checked against their type and range, and refuses one the rule does not declare. The
 weighted form takes `pair_weights` ('auto', 'official' or 'gradient'; losses/forms.py).
 
 A loss of one's own: a class with mine / mine_global / anchor_losses (losses/forms.py) and
@@ -25,6 +26,7 @@ from losses.contrastive import Contrastive
 from losses.forms import Global, Plain, Select, Weighted
 from losses.multi_similarity import MultiSimilarity
 from losses.pairs import pair_similarity_stats
+from losses.params import check as check_params
 from losses.supcon import SupCon
 from losses.triplet import Triplet
 from common.errors import InputError
@@ -44,10 +46,15 @@ class LossForms(NamedTuple):
     semi_global: nn.Module  # crit(emb, labels, mem_emb, mem_labels) -> loss
 
 
-def register(name, rule_cls):
-    """Make pair rule `rule_cls` available as loss `name` (and S/W/G + name)."""
+def register(name, rule_cls, replace=False):
+    """Make pair rule `rule_cls` available as loss `name` (and S/W/G + name). A name that is
+    taken (a built-in loss, or one registered before) is refused unless `replace` is True;
+    the run's log names the rule that ran (`rule_of`)."""
     if not name.isidentifier():
         raise ValueError(f'loss name {name!r}: expected a Python identifier')
+    if name in RULES and RULES[name] is not rule_cls and not replace:
+        raise ValueError(f'loss name {name!r} is taken by {rule_of(name)}; register with '
+                         f'replace=True to replace it, or choose another name')
     clashes = [other for other in RULES if other != name and
                (other == name[1:] and name[0] in FORMS or name == other[1:] and other[0] in FORMS)]
     if clashes:
@@ -66,6 +73,12 @@ def names():
     return [prefix + rule for rule in RULES for prefix in FORMS]
 
 
+def rule_of(name):
+    """Where the rule of loss `name` is defined: 'losses.multi_similarity.MultiSimilarity'."""
+    rule_cls = RULES[name]
+    return f'{rule_cls.__module__}.{rule_cls.__qualname__}'
+
+
 def parameters(rule):
     """{parameter: default} of a rule, given by its name or its class."""
     rule_cls = RULES[rule] if isinstance(rule, str) else rule
@@ -77,6 +90,18 @@ def parameters(rule):
             raise ValueError(f'{rule_cls.__name__}: parameter {param.name!r} needs a default')
         declared[param.name] = param.default
     return declared
+
+
+def checked_parameters(name, params):
+    """`params` of rule `name` converted to their defaults' types; InputError for an unknown
+    parameter, or a value of the wrong type or out of the rule's range (losses/params.py)."""
+    declared = parameters(name)
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        accepted = ', '.join(f'{k} (default {v})' for k, v in declared.items()) or 'none'
+        raise InputError(f'{name} has no parameter {", ".join(unknown)}; its parameters: '
+                         f'{accepted}')
+    return check_params(RULES[name], name, params, declared)
 
 
 def has_official_weights(rule):
@@ -111,13 +136,7 @@ def split_name(name):
 def create(name, pair_weights=None, **params):
     """The loss `name` (a rule name, or S/W/G + a rule name) with `params`."""
     prefix, rule_name = split_name(name)
-    declared = parameters(rule_name)
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        accepted = ', '.join(f'{k} (default {v})' for k, v in declared.items()) or 'none'
-        raise InputError(f'{rule_name} has no parameter {", ".join(unknown)}; its parameters: '
-                         f'{accepted}')
-    rule = RULES[rule_name](**params)
+    rule = RULES[rule_name](**checked_parameters(rule_name, params))
     if prefix == 'W':
         return Weighted(rule, resolve_pair_weights(rule_name, pair_weights or 'auto'))
     if pair_weights is not None:
@@ -132,6 +151,7 @@ def forms_of(name, pair_weights='auto', **params):
                      create('G' + name, **params))
 
 
-__all__ = ['create', 'forms_of', 'register', 'names', 'parameters', 'has_official_weights',
+__all__ = ['create', 'forms_of', 'register', 'rule_of', 'names', 'parameters',
+           'checked_parameters', 'has_official_weights',
            'resolve_pair_weights', 'pair_similarity_stats', 'LossForms', 'RULES', 'FORMS',
            'PAIR_WEIGHTS']

@@ -8,10 +8,12 @@ import torch
 from torch.nn import functional as F
 
 from losses.pairs import drop_one_sided_rows, masked_logsumexp
+from losses.params import FINITE, POSITIVE
 
 
 class Circle:
     """Pair rule of the Circle loss (contract: losses/forms.py)."""
+    RANGES = {'m': FINITE, 'gamma': POSITIVE}
 
     def __init__(self, m=0.4, gamma=80.0):
         self.m = m

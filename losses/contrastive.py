@@ -4,10 +4,12 @@ For anchor i: sum over positives p of (1 - S_ip) plus sum over negatives n with 
 of S_in. The official weighted form (WCon) multiplies each pair's term by its weight.
 """
 import torch
+from losses.params import FINITE
 
 
 class Contrastive:
     """Pair rule of the contrastive loss (contract: losses/forms.py)."""
+    RANGES = {'margin': FINITE}
 
     def __init__(self, margin=0.5):
         self.margin = margin

@@ -9,10 +9,12 @@ The factor 2 is the official MMSI code's (the MS paper has 1). The official weig
 import torch
 
 from losses.pairs import drop_one_sided_rows
+from losses.params import FINITE, POSITIVE
 
 
 class MultiSimilarity:
     """Pair rule of the MS loss (contract: losses/forms.py)."""
+    RANGES = {'margin': FINITE, 'alpha': POSITIVE, 'beta': POSITIVE, 'base': FINITE}
 
     def __init__(self, margin=0.1, alpha=40.0, beta=2.0, base=0.5):
         self.margin = margin

@@ -7,10 +7,12 @@ the anchor itself excluded (by index) from P_i and from the sum.
 import torch
 
 from losses.pairs import masked_logsumexp
+from losses.params import POSITIVE
 
 
 class SupCon:
     """Pair rule of the SupCon loss (contract: losses/forms.py)."""
+    RANGES = {'temperature': POSITIVE}
 
     def __init__(self, temperature=0.1):
         self.temperature = temperature

@@ -5,10 +5,12 @@ Mining keeps the positives and negatives that take part in at least one triplet 
 hinge; the other pairs contribute nothing, to the value or the gradient.
 """
 import torch
+from losses.params import FINITE
 
 
 class Triplet:
     """Pair rule of the triplet loss (contract: losses/forms.py)."""
+    RANGES = {'margin': FINITE}
 
     def __init__(self, margin=0.1):
         self.margin = margin

@@ -10,9 +10,6 @@ The forward pass is purely functional (no in-place operation on activations, no 
 Python) because MMSI's meta step runs this model under `torch.func` transforms.
 """
 import os
-import pickle
-import warnings
-from collections.abc import Mapping
 from typing import NamedTuple, Optional
 
 import torch
@@ -20,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from DataSet.specs import SPECS
-from common.errors import InputError
+from models.parts import embed, global_pool, load_matching, read_state_dict, warn_missing
 
 FEATURE_DIM = 1024  # channels of the last inception block
 BN_EPS = 1e-5
@@ -195,17 +192,10 @@ class BNInception(nn.Module):
         return x
 
     def global_pool(self, feature_map):
-        """[B, 1024, h, w] -> [B, 1024]: max pooling, plus average pooling for 'max+avg'."""
-        pooled = F.adaptive_max_pool2d(feature_map, 1)
-        if self.pooling == 'max+avg':
-            pooled = pooled + F.adaptive_avg_pool2d(feature_map, 1)
-        return pooled.flatten(1)
+        return global_pool(feature_map, self.pooling)
 
     def forward(self, x):
-        pooled = self.global_pool(self.features(x))
-        if self.classifier is None:
-            return pooled
-        return self.classifier(pooled)
+        return embed(self.global_pool(self.features(x)), self.classifier)
 
 
 def supported_width(width):
@@ -237,104 +227,27 @@ def load_pretrained(model, path, loaded=None):
 
     A path that does not exist leaves the random initialisation, with a loud warning. A file
     that is not BN-Inception, or whose embedding size differs from the model's, raises InputError
-    (a ValueError).
+    (a ValueError). The reading and matching are models/parts.py's, shared with ResNet and ViT.
     """
     if loaded is None and not os.path.exists(path):
-        message = (f'WARNING: pretrained weights file {path} not found: the backbone starts from '
-                   'RANDOM initialisation')
-        print(message)
-        warnings.warn(message, stacklevel=2)
+        warn_missing(path)
         return model
-
-    source = _state_dict_in(_read(path) if loaded is None else loaded, path)
-    target = model.state_dict()
-
-    missing = [key for key in target if _is_backbone_key(key) and key not in source]
-    if missing:
-        backbone_size = sum(1 for key in target if _is_backbone_key(key))
-        raise InputError(
-            f'{path} does not hold BN-Inception weights: {len(missing)} of {backbone_size} '
-            f'backbone tensors are missing (e.g. {", ".join(missing[:3])}). Expected '
-            f'{EXPECTED_WEIGHTS}.')
-
-    matched, ignored = {}, []
-    for key, tensor in source.items():
-        if key not in target:
-            ignored.append(key)
-            continue
-        matched[key] = _fit_shape(tensor, target[key].shape, key, path)
-    model.load_state_dict(matched, strict=False)
-
-    message = f'loaded {len(matched)}/{len(source)} tensors from {path}'
-    if ignored:
-        message += f'; ignored: {_summarise(ignored)}'
-        if any(key.startswith('classifier.bn.') for key in ignored):
-            message += " (classifier.bn.* is the official head's BatchNorm, unused in its forward)"
-    kept = [key for key in target if key not in matched and not key.endswith('num_batches_tracked')]
-    if kept:
-        message += f'; left at initialisation: {_summarise(kept)}'
-    print(message)
-    return model
+    source = read_state_dict(path, EXPECTED_WEIGHTS, loaded)
+    if any(key.startswith('classifier.bn.') for key in source):
+        print("note: classifier.bn.* is the official head's BatchNorm, unused in its forward")
+    return load_matching(model, source, path, EXPECTED_WEIGHTS, _is_backbone_key,
+                         adapt=_squeeze_row)
 
 
-def _read(path):
-    try:
-        try:
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError:
-            # Our own checkpoints also hold the options and RNG states, which the restricted
-            # loader refuses; such a file is one the user wrote, so read it fully.
-            checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as err:  # any failure to read means: not a checkpoint we can use
-        raise InputError(f'{path} is not a readable PyTorch file ({type(err).__name__}: '
-                         f'{err}). Expected {EXPECTED_WEIGHTS}.') from err
-    return checkpoint
-
-
-def _state_dict_in(checkpoint, path):
-    """The state dict inside a file's contents, with DataParallel's `module.` prefixes
-    removed."""
-    if isinstance(checkpoint, Mapping):
-        for key in ('model', 'state_dict'):  # ours, the official code's
-            if isinstance(checkpoint.get(key), Mapping):
-                checkpoint = checkpoint[key]
-                break
-    if (not isinstance(checkpoint, Mapping) or not checkpoint
-            or not all(torch.is_tensor(value) for value in checkpoint.values())):
-        raise InputError(
-            f'{path} is not a recognisable checkpoint: expected a state dict of tensors (the '
-            'ImageNet file), or a dict with the state dict under "state_dict" (official code) '
-            'or "model" (this project).')
-    return {_strip_data_parallel(key): value for key, value in checkpoint.items()}
-
-
-def _strip_data_parallel(key):
-    while key.startswith('module.'):
-        key = key[len('module.'):]
-    return key
+def _squeeze_row(key, tensor, expected):
+    """Some conversions of the ImageNet file store BN tensors as [1, C]."""
+    if tensor.dim() == 2 and tensor.shape[0] == 1 and tensor.shape[1:] == expected:
+        return tensor.squeeze(0)
+    return tensor
 
 
 def _is_backbone_key(key):
     return not key.startswith('classifier.') and not key.endswith('num_batches_tracked')
-
-
-def _fit_shape(tensor, expected, key, path):
-    # Some conversions of the ImageNet file store BN tensors as [1, C].
-    if tensor.dim() == 2 and tensor.shape[0] == 1 and tensor.shape[1:] == expected:
-        tensor = tensor.squeeze(0)
-    if tensor.shape == expected:
-        return tensor
-    message = (f'{path}: shape mismatch for {key}: the model expects {tuple(expected)}, '
-               f'the file has {tuple(tensor.shape)}')
-    if key.startswith('classifier.linear.'):
-        message += (f'. The checkpoint was trained with embedding size {tensor.shape[0]}: '
-                    f'--dim must match it (--dim {tensor.shape[0]})')
-    raise InputError(message)
-
-
-def _summarise(keys, limit=6):
-    shown = ', '.join(keys[:limit])
-    return shown if len(keys) <= limit else f'{shown} and {len(keys) - limit} more'
 
 
 def BN_Inception(data='cub', dim=512, pretrained=None, freeze_bn=True):

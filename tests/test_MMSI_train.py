@@ -1,5 +1,4 @@
 """End-to-end runs on a tiny Glyphs subset: plain and MMSI training, resume, outputs, plot."""
-import json
 import math
 import os
 
@@ -8,6 +7,7 @@ import torch
 
 import MMSI_train
 import losses
+from tiny_inshop import make_inshop
 from tiny_run import metrics, run_args
 from utils import plot
 
@@ -175,3 +175,42 @@ def test_a_users_rule_from_outside_the_package_trains_with_mmsi(glyphs_root, tmp
     checkpoint = torch.load(save_dir / 'last.pth.tar', weights_only=False)
     assert checkpoint['args']['pair_weights'] == 'gradient'
     assert checkpoint['args']['loss_params'] == {'margin': 0.2}
+
+
+def shop_args(root, save_dir, *extra):
+    return ['--data', 'shop', '--data_root', str(root), '--width', '64', '--origin_width', '72',
+            '--batch_size', '4', '--num_instances', '2', '--epochs', '1', '--save_dir',
+            str(save_dir), '--nThreads', '0', '--loss', 'MS', '--MMSI', '0', '--seed', '0',
+            '--progress', '0', '--eval_batch_size', '8', *extra]
+
+
+def test_in_shop_trains_and_evaluates_queries_against_the_gallery_with_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    make_inshop(tmp_path)
+    save_dir = tmp_path / 'shop'
+    assert MMSI_train.main(shop_args(tmp_path, save_dir, '--pretrained', 'none',
+                                     '--tensorboard', '1')) == 0
+    rows = metrics(save_dir)
+    assert [row['epoch'] for row in rows] == [0, 1]
+    assert all(f'R@{k}' in row for row in rows for k in (1, 10, 20, 30, 40, 50))
+    assert 'NMI' in rows[-1] and 'NMI' not in rows[0]  # --nmi final
+    log = (save_dir / 'log.txt').read_text()
+    assert ('5 training images of 2 classes, 3 query images of 2 classes against 3 gallery '
+            'images of 2 classes') in log
+    events = EventAccumulator(str(save_dir / 'tensorboard'))
+    events.Reload()
+    tags = events.Tags()['scalars']
+    assert {'R@1', 'loss', 'train/loss', 'NMI'} <= set(tags)
+    assert [event.step for event in events.Scalars('R@1')] == [0, 1]  # global steps
+
+
+def test_a_real_data_set_without_imagenet_weights_is_refused_before_any_write(tmp_path,
+                                                                              capsys):
+    make_inshop(tmp_path)
+    save_dir = tmp_path / 'refused'
+    missing = tmp_path / 'bn_inception.pth'
+    assert MMSI_train.main(shop_args(tmp_path, save_dir, '--pretrained', str(missing))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'error: --pretrained {missing}: file not found. '
+                                               f'--data shop needs weights'), err
+    assert not save_dir.exists()

@@ -160,7 +160,7 @@ def test_the_finetune_protocol_starts_every_cell_from_its_seeds_stage1(tmp_path)
     for run in stage1:
         assert (run.args.loss, run.args.MMSI, run.args.pretrained, run.args.lr, run.args.epochs,
                 run.args.save_step, run.args.seed, run.args.eval_first) == (
-                    'MS', 0, None, 2e-4, 5, 5, run.seed, 0)
+                    'MS', 0, 'none', 2e-4, 5, 5, run.seed, 0)
     # auto is the official form for MS and the gradient form for Triplet
     expected_forms = {'MS_mmsi0_none': (0, 'official'), 'MS_mmsi1_official': (1, 'official'),
                       'Triplet_mmsi0_none': (0, 'gradient'),

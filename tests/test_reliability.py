@@ -1,5 +1,6 @@
 """Reliability: exact resume, SIGKILL / SIGTERM, NaN losses, and every bad input of the
 README table (one clear message, a non-zero exit, existing files untouched)."""
+import errno
 import hashlib
 import json
 import os
@@ -234,9 +235,14 @@ def test_a_second_signal_exits_at_once(glyphs_root, tmp_path):
     assert (checkpoint['epoch'], checkpoint['iteration']) == (1, 1)
 
 
-def test_sigint_in_the_warm_up_then_handlers_restored(glyphs_root, tmp_path, monkeypatch):
+def test_sigint_in_the_warm_up_then_handlers_restored(glyphs_root, tmp_path, monkeypatch,
+                                                     request):
     """main() in this process: Ctrl-C in the MMSI warm-up stops at the next boundary, and
-    afterwards Ctrl-C raises KeyboardInterrupt again."""
+    afterwards Ctrl-C raises KeyboardInterrupt again. Python's default SIGINT handler is
+    installed first: a background job of a non-interactive shell (or nohup) starts with SIGINT
+    ignored, and the test must not depend on how the suite was launched."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     original = trainer_MMSI.step
 
@@ -322,6 +328,30 @@ def test_non_finite_embeddings_stop_the_evaluation(glyphs_root, tmp_path, monkey
     assert not (save_dir / 'metrics.jsonl').exists()
 
 
+def test_a_full_disk_stops_the_run_with_one_line_and_the_last_checkpoint_intact(
+        glyphs_root, tmp_path, monkeypatch, capsys):
+    """The checkpoint of epoch 2 finds the disk full: one line naming the folder and the space
+    needed, exit 4, the checkpoint of epoch 1 intact, no temporary file left."""
+    from utils import run_folder
+    opened = []
+
+    def full_on_the_second_checkpoint(path, mode='r', **kwargs):
+        if str(path).endswith('last.pth.tar.tmp'):
+            opened.append(path)
+            if len(opened) == 2:
+                open(path, mode).close()
+                raise OSError(errno.ENOSPC, 'No space left on device')
+        return open(path, mode, **kwargs)
+    monkeypatch.setattr(run_folder, 'open', full_on_the_second_checkpoint, raising=False)
+    save_dir = tmp_path / 'full'
+    assert MMSI_train.main(run_args(glyphs_root, save_dir, epochs=2)) == MMSI_train.EXIT_NO_SPACE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'error: no space left in {save_dir} to write '
+                                               f'last.pth.tar (it needs '), err
+    assert load(save_dir / 'last.pth.tar')['epoch'] == 1
+    assert not list(save_dir.glob('*.tmp'))
+
+
 def test_non_finite_parameters_are_never_saved(glyphs_root, tmp_path, monkeypatch, capsys):
     """A NaN put into a parameter by the optimizer step of global iteration 4 (epoch 2,
     iteration 1) is found before the checkpoint at the boundary after it, which is not
@@ -394,7 +424,20 @@ BAD_INPUTS = {
     'val_batch_size larger than the classes': (
         lambda t, r: ['--MMSI', '1', '--val_batch_size', '9', '--val_num_instances', '1'],
         r'--val_batch_size 9 asks for 9 classes .* only 6 classes'),
-    'unsupported --width': (lambda t, r: ['--width', '80'], r'--width 80: BN-Inception needs'),
+    'unsupported --width': (lambda t, r: ['--width', '80'], r'--width 80: BN_Inception needs'),
+    'a --loss_param of the wrong type': (
+        lambda t, r: ['--loss', 'SupCon', '--loss_param', 'temperature=abc'],
+        r"SupCon parameter temperature='abc': expected a finite number above 0"),
+    'a --loss_param out of range': (
+        lambda t, r: ['--loss', 'SupCon', '--loss_param', 'temperature=0'],
+        r'SupCon parameter temperature=0: expected a finite number above 0'),
+    'a repeated --loss_param': (
+        lambda t, r: ['--loss', 'SupCon', '--loss_param', 'temperature=0.1', '--loss_param',
+                      'temperature=0.2'], r'--loss_param temperature is given 2 times'),
+    'a --loss_module replacing a built-in loss': (
+        lambda t, r: ['--loss_module', str(module_registering(t, 'MS'))],
+        r"cannot import it \(ValueError: loss name 'MS' is taken by "
+        r"losses.multi_similarity.MultiSimilarity; register with replace=True"),
     '--resume missing file': (
         lambda t, r: ['--resume', str(t / 'missing.pth.tar')], r'--resume .*missing.pth.tar: no such file'),
     '--resume not a checkpoint': (
@@ -403,21 +446,21 @@ BAD_INPUTS = {
         lambda t, r: ['--resume', str(ours_with(t, r, net='ResNet50')), '--net', 'BN_Inception'],
         r'was trained with --net ResNet50, this run has --net BN_Inception'),
     '--resume official checkpoint of another network': (
-        lambda t, r: ['--resume', str(official(t))], r'does not hold BN-Inception weights'),
+        lambda t, r: ['--resume', str(official(t))], r'does not hold the Caffe-converted BN-Inception ImageNet weights'),
     '--resume with another embedding size': (
         lambda t, r: ['--resume', str(r / 'last.pth.tar'), '--dim', '128'],
         r'was trained with --dim 512, this run has --dim 128'),
     '--pretrained of the wrong network': (
         lambda t, r: ['--pretrained', str(resnet_file(t))],
-        r'resnet18.pth does not hold BN-Inception weights'),
+        r'resnet18.pth does not hold the Caffe-converted BN-Inception ImageNet weights'),
     'save_dir on a read-only path': (
         lambda t, r: ['--save_dir', read_only_dir(t)], r'--save_dir .* is not writable'),
     'save_dir already holding a run': (
         lambda t, r: ['--save_dir', str(r)], r'already holds a run .* --resume'),
     '--resume changing the loss': (
         lambda t, r: ['--resume', str(r / 'last.pth.tar'), '--loss', 'Con', '--margin', '0.5'],
-        r'was trained with --loss MS --margin 0.1, this run has --loss Con --margin 0.5; these '
-        r'cannot change within a run'),
+        r'was trained with --loss MS, this run has --loss Con; these cannot change within a '
+        r'run'),
     '--resume changing the seed': (
         lambda t, r: ['--resume', str(r / 'last.pth.tar'), '--seed', '1'],
         r'was trained with --seed 0, this run has --seed 1'),
@@ -432,6 +475,15 @@ BAD_INPUTS = {
         r'--dict_min_classes 7 is more than the 6 training classes: MMSI would never leave'),
     'absurd --lr': (lambda t, r: ['--lr', '1e38'], r'--lr 1e\+38 .* is above 3e\+37'),
 }
+
+
+def module_registering(tmp_path, name, replace=False):
+    """A --loss_module file that registers a copy of MS under `name`."""
+    path = tmp_path / 'my_loss.py'
+    path.write_text('import losses\nfrom losses.multi_similarity import MultiSimilarity\n\n\n'
+                    'class MyMS(MultiSimilarity):\n    pass\n\n\n'
+                    f'losses.register({name!r}, MyMS, replace={replace})\n')
+    return path
 
 
 def official(tmp_path):

@@ -137,5 +137,9 @@ def test_sigterm_to_the_group_lets_the_training_save_and_the_script_copy_the_res
     assert [p.read_text() for p in results.rglob('*.txt')] == ['Recall epoch 0: R@1 0.5\n']
 
 
-def test_loader_workers_default_to_the_usable_cpus():
-    assert parse_args([]).nThreads == min(16, len(os.sched_getaffinity(0)))
+@pytest.mark.parametrize('usable, workers', [(range(3), 3), (range(64), 16)])
+def test_loader_workers_default_to_the_usable_cpus_at_most_16(monkeypatch, usable, workers):
+    """The CPUs this process may use (a batch system's cgroup), not the machine's count."""
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(usable))
+    monkeypatch.setattr(os, 'cpu_count', lambda: 128)
+    assert parse_args([]).nThreads == workers

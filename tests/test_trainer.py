@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import trainer
+from utils.tracking import Writer
 from utils.distributed import Distributed
 
 
@@ -70,7 +71,8 @@ def test_train_epoch_steps_every_batch_at_its_position_and_meters_the_statistics
     run = SimpleNamespace(step=step, model=torch.nn.Linear(1, 1), global_step=0,
                           args=SimpleNamespace(print_freq=100), position=(0, 0),
                           loaders=SimpleNamespace(train=[(1, 0), (2, 0), (3, 0)]),
-                          train_batches=_Batches(3), log=SimpleNamespace(print=lambda line: None))
+                          train_batches=_Batches(3), log=SimpleNamespace(print=lambda line: None),
+                          tracker=Writer())
     hooks = []
     meter = trainer.train_epoch(run, 4, lambda iteration, meter: hooks.append(iteration))
     assert seen == [((4, 1), 1), ((4, 2), 2), ((4, 3), 3)]

@@ -61,6 +61,13 @@ def area_fraction(text):
     return value
 
 
+def noise_fraction(text):
+    value = nonnegative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f'expected a fraction in [0, 1), got {text!r}')
+    return value
+
+
 def optional_path(text):
     return None if str(text).lower() in ('', 'none', 'null') else text
 
@@ -98,14 +105,29 @@ def build_parser(**defaults):
     data.add_argument('--check_images', type=str2bool, default=True,
                       help='before training, read the header (format and size, not the pixels) '
                            'of every listed image, with --nThreads workers')
+    data.add_argument('--holdout_classes', type=nonnegative_int, default=0,
+                      help='set the last N training classes (by sorted label) aside: they never '
+                           'train, and every evaluation also reports R@1, MAP@R and R-Precision '
+                           'on them (holdout/...: a selection set; our extension)')
+    data.add_argument('--label_noise', type=noise_fraction, default=0.0,
+                      help='give this fraction of the training images (rounded, over the whole '
+                           'set) the label of another training class, drawn with --noise_seed; '
+                           'the changes go to <save_dir>/noisy_labels.csv (our extension)')
+    data.add_argument('--noise_seed', type=nonnegative_int, default=None,
+                      help='seed of the --label_noise draw (default: --seed), so that runs of '
+                           'one noise seed see the same noisy labels')
 
     model = parser.add_argument_group('model')
-    model.add_argument('--net', default='BN_Inception', help='backbone (BN_Inception)')
+    model.add_argument('--net', default='BN_Inception',
+                       help='backbone: BN_Inception | ResNet50 | ViT_S16 (models/__init__.py)')
     model.add_argument('--dim', type=nonnegative_int, default=512, help='embedding size')
-    model.add_argument('--pretrained', type=optional_path,
-                       default='pretrained_models/bn_inception-52deb4733.pth',
-                       help='ImageNet weights or a checkpoint to start from; "none" for random '
-                            'initialisation')
+    model.add_argument('--pretrained', default=None,
+                       help='imagenet (the standard ImageNet file of --net, from '
+                            'pretrained_models/ or the torch hub cache, downloaded there when '
+                            'missing), a weights file or checkpoint to start from, or none '
+                            '(random initialisation). Default: imagenet on cub, car, product '
+                            'and shop, where a run without ImageNet weights is refused unless '
+                            '"none" is given; none on glyphs and glyphs_many')
     model.add_argument('--freeze_BN', type=str2bool, default=True,
                        help='keep every BatchNorm layer in eval mode (affine parameters train)')
 
@@ -166,6 +188,17 @@ def build_parser(**defaults):
                              'checkpoints than --resume: those files are deleted first')
     output.add_argument('--progress', type=str2bool, default=True,
                         help='progress bars during feature extraction')
+    output.add_argument('--nmi', choices=('final', 'every', 'off'), default='final',
+                        help='NMI of k-means on the test embeddings: at the last evaluation, at '
+                             'every evaluation, or never')
+    output.add_argument('--tensorboard', type=str2bool, default=False,
+                        help='also write the per-iteration and per-evaluation scalars as '
+                             'TensorBoard events under <save_dir>/tensorboard')
+    output.add_argument('--wandb', default=None, metavar='PROJECT',
+                        help='also send the same scalars to this Weights & Biases project '
+                             '(needs the wandb package)')
+    output.add_argument('--wandb_mode', choices=('online', 'offline', 'disabled'),
+                        default='online', help='W&B mode (offline works without a network)')
 
     device = parser.add_argument_group('device')
     device.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
@@ -189,7 +222,8 @@ def add_mmsi_flags(mmsi):
                       help='dictionary bound in rows; 0: training classes x d_size')
     mmsi.add_argument('--dict_min_classes', type=nonnegative_int, default=None,
                       help='warm-up: classes the dictionary must hold before MMSI updates '
-                           '(default: cub/car 98, product 1000, glyphs its classes minus 2)')
+                           '(default: cub/car 98, product 1000, glyphs its classes minus 2, '
+                           'glyphs_many 300)')
     mmsi.add_argument('--val_batch_size', type=positive_int, default=10)
     mmsi.add_argument('--val_num_instances', type=positive_int, default=1)
     mmsi.add_argument('--meta_lr', type=positive_float, default=None,

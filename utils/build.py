@@ -27,6 +27,7 @@ from utils.distributed import Distributed
 from utils.logger import RunLog, describe_run, warn
 from utils.sampler import EndlessKPBatchSampler, FastRandomIdentitySampler, KPBatchSampler
 from utils.semi_global import SemiGlobalDictionary
+from utils.tracking import Writer, open_writer
 from utils.training_run import NetworkViews, TrainingRun
 
 
@@ -52,7 +53,8 @@ def build_run(resolved, dist=None):
         optimizer=build_optimizer(config, model), criteria=build_criteria(config),
         step=trainer_MMSI.step if config.MMSI else trainer.step)
     if config.MMSI:
-        run.dictionary = SemiGlobalDictionary(config.d_size, config.dim or models.FEATURE_DIM,
+        run.dictionary = SemiGlobalDictionary(config.d_size,
+                                              config.dim or models.feature_dim(config.net),
                                               config.dict_capacity, device)
     if checkpoint is not None:
         restore_training_state(run, checkpoint)
@@ -65,8 +67,23 @@ def build_run(resolved, dist=None):
     if checkpoint is not None:
         run.log.history = list(checkpoint.get('metrics') or [])
         run.log.write_metrics()
-    describe_run(run, dataset, notes, resolved.changes if checkpoint is not None else None)
+    if dist.is_main and resolved.splits is not None and resolved.splits.relabelled:
+        run_folder.atomic_write_text(run_folder.noisy_labels_csv(resolved.splits.relabelled),
+                                     os.path.join(config.save_dir, run_folder.NOISY_LABELS_FILE))
+    describe_run(run, dataset, notes, resolved.changes if checkpoint is not None else None,
+                 resolved.splits.relabelled if resolved.splits is not None else ())
+    run.tracker = open_tracker(config) if dist.is_main else Writer()
     return run
+
+
+def open_tracker(config):
+    """TensorBoard events under <save_dir>/tensorboard and/or a W&B run, fed the rows of
+    metrics.jsonl and the iteration statistics (utils/tracking.py); a Writer that does nothing
+    when neither is asked for."""
+    return open_writer(
+        tensorboard=os.path.join(config.save_dir, 'tensorboard') if config.tensorboard else None,
+        wandb=config.wandb, wandb_dir=config.save_dir, wandb_mode=config.wandb_mode,
+        run_name=os.path.basename(os.path.normpath(config.save_dir)), config=vars(config))
 
 
 def check_images(config, dataset, dist, device):
@@ -74,7 +91,9 @@ def check_images(config, dataset, dist, device):
     so that an unreadable file stops the run before anything is written."""
     if not config.check_images:
         return
-    paths = (dataset.train.images + dataset.gallery.images)[dist.rank::dist.world_size]
+    test_images = dataset.gallery.images + (dataset.query.images if dataset.query else []) + (
+        dataset.holdout.images if getattr(dataset, 'holdout', None) else [])
+    paths = (dataset.train.images + test_images)[dist.rank::dist.world_size]
     errors = unreadable_images(paths, config.nThreads, config.progress and dist.is_main)
     if config.skip_bad_images:
         if errors:
@@ -89,11 +108,13 @@ def check_images(config, dataset, dist, device):
 # ---- the network ------------------------------------------------------------------------------
 
 def build_model(config, checkpoint):
-    """The network: --pretrained weights for a new run, the checkpoint's when resuming."""
+    """The network: --pretrained weights for a new run (utils/config.py resolved the file), the
+    checkpoint's when resuming."""
     pretrained = None if checkpoint is not None else config.pretrained
     try:
         model = models.create(config.net, data=config.data, dim=config.dim,
-                              pretrained=pretrained, freeze_bn=config.freeze_BN)
+                              pretrained=pretrained, freeze_bn=config.freeze_BN,
+                              width=config.width)
     except InputError:
         raise
     except ValueError as err:  # unknown --net, or a --pretrained file of another network

@@ -3,7 +3,8 @@
 `resolve(argv)` parses the flags (utils/args.py), reads the --resume checkpoint (once: the
 checkpoint is handed on, never read again), compares the given flags with the checkpoint's
 (once), computes every value that depends on others (the seed, --meta_lr, the loss's parameters
-and pair-weight form, the device, the dictionary's warm-up threshold and capacity), and checks
+and pair-weight form, the device, the ImageNet weights file (fetched if need be, or refused),
+the dictionary's warm-up threshold and capacity), and checks
 the input, all before anything is written. The configuration it returns is read-only: nothing
 downstream changes a setting, so `config.pair_weights` means the same everywhere.
 
@@ -21,18 +22,21 @@ import DataSet
 import losses
 import models
 from common.errors import InputError
+from DataSet.noise import noisy_labels
 from DataSet.specs import warmup_classes
 from utils.args import build_parser, import_loss_module
 from utils.checkpoint import FORMAT
 from utils import run_folder
 from utils.run_folder import load_checkpoint
+from models.pretrained import resolve_pretrained
 from utils.sampler import check_batch_size
+from utils.tracking import check_backends
 
 # Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
 NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
 # What a run keeps from its start to its end; and, in the middle of an epoch, the batches.
-FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'margin', 'alpha', 'beta', 'loss_param',
-                  'loss_module', 'MMSI', 'pair_weights', 'seed')
+FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'loss_parameters', 'loss_module', 'MMSI',
+                  'pair_weights', 'seed', 'holdout_classes', 'label_noise', 'noise_seed')
 FIXED_WITHIN_AN_EPOCH = ('batch_size', 'num_instances')
 OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
 # float32 holds up to 3.4e38; Adam's first step is 10 times the rate (bias correction).
@@ -64,11 +68,32 @@ class Change(NamedTuple):
     saved: object
     now: object
 
+    def as_typed(self, value):
+        """The flag with `value` as a user would type it: `--lr 0.001`, `--freeze_BN 1`,
+        `--dict_min_classes (unset)`; the loss's parameters as `--loss_param margin=0.5`, those
+        that differ only."""
+        if self.name == LOSS_PARAMETERS:
+            other = self.now if value is self.saved else self.saved
+            differ = [key for key in sorted(set(value) | set(other))
+                      if value.get(key) != other.get(key)]
+            return ' '.join(f'--loss_param {key}={value.get(key, "(unset)")}' for key in differ)
+        if value is None:
+            return f'--{self.name} (unset)'
+        if isinstance(value, bool):
+            return f'--{self.name} {int(value)}'
+        return f'--{self.name} {value}'
+
+    def __str__(self):
+        return f'{self.as_typed(self.saved)} -> {self.as_typed(self.now).split(" ", 1)[-1]}' \
+            if self.name != LOSS_PARAMETERS else \
+            f'{self.as_typed(self.saved)} -> {self.as_typed(self.now)}'
+
 
 class Resolved(NamedTuple):
     config: Config
     checkpoint: Optional[dict]    # the --resume checkpoint, loaded once; None for a new run
-    splits: Optional[tuple]       # DataSet.read_splits: (train items, test items, source)
+    splits: Optional[tuple]       # DataSet.Splits: read_splits, then the holdout classes
+    #                               and the label noise applied to its training items
     changes: tuple = ()           # Change for each flag given differently from the checkpoint
 
 
@@ -118,8 +143,11 @@ def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
     flags, checkpoint = parse_flags(argv, **defaults)
     values = vars(flags)
     values['seed'] = resolve_seed(flags, checkpoint)
+    values['noise_seed'] = values['seed'] if flags.noise_seed is None else flags.noise_seed
     values['meta_lr'] = flags.lr if flags.meta_lr is None else flags.meta_lr
     values['device'] = resolve_device(flags.device)
+    if ours(checkpoint):  # a resumed run has its weights: what it started from stays as saved
+        values['pretrained'] = checkpoint['args'].get('pretrained')
     changes = ()
     if not evaluate_only:
         values.update(resolve_loss_flags(flags))
@@ -128,14 +156,46 @@ def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
         check_training_flags(values)
     splits = None
     if read_data:
-        splits = DataSet.read_splits(flags.data, flags.data_root)
-        num_classes = len({label for _, label in splits[0]})
+        splits = training_split(DataSet.read_splits(flags.data, flags.data_root), values,
+                                evaluate_only)
+        num_classes = len({label for _, label in splits.train})
         if flags.dict_min_classes is None:
             values['dict_min_classes'] = warmup_classes(flags.data, num_classes)
         values['dict_capacity'] = flags.dict_capacity or num_classes * flags.d_size
         if not evaluate_only:
             check_against_data(values, num_classes)
+            if checkpoint is None:  # a resumed run takes its weights from the checkpoint
+                # last: it may download the ImageNet file, which no other check should wait for
+                values['pretrained'] = resolve_pretrained(flags.net, flags.data,
+                                                          flags.pretrained)
     return Resolved(Config(**values), checkpoint, splits, changes)
+
+
+def training_split(splits, values, evaluate_only=False):
+    """`splits` with the last --holdout_classes training classes moved to `.holdout`, then
+    --label_noise applied to the remaining training items (DataSet/noise.py, seed
+    --noise_seed; the changes in `.relabelled`). InputError naming --holdout_classes when too
+    few training classes would remain."""
+    count = values['holdout_classes']
+    total = len({label for _, label in splits.train})
+    if count:
+        remaining = total - count
+        needed = [(2, 'at least 2')]
+        if not evaluate_only:
+            needed.append((values['batch_size'] // values['num_instances'],
+                           f'--batch_size {values["batch_size"]} / --num_instances '
+                           f'{values["num_instances"]}'))
+            if values['MMSI']:
+                needed.append((values['val_batch_size'] // values['val_num_instances'],
+                               f'--val_batch_size {values["val_batch_size"]} / '
+                               f'--val_num_instances {values["val_num_instances"]}'))
+        for classes, what in needed:
+            if remaining < classes:
+                raise InputError(f'--holdout_classes {count} leaves {max(remaining, 0)} of the '
+                                 f'{total} training classes; training needs {classes} ({what})')
+    train, holdout = DataSet.hold_out_classes(splits.train, count)
+    train, relabelled = noisy_labels(train, values['label_noise'], values['noise_seed'])
+    return splits._replace(train=train, holdout=holdout, relabelled=tuple(relabelled))
 
 
 def resolve_seed(flags, checkpoint):
@@ -180,6 +240,12 @@ def resolve_loss_flags(flags):
     given = {flag: getattr(flags, flag) for flag in OFFICIAL_LOSS_FLAGS
              if getattr(flags, flag) is not None}
     extra = dict(flags.loss_param)
+    repeated = sorted({name for name, _ in flags.loss_param
+                       if sum(other == name for other, _ in flags.loss_param) > 1})
+    if repeated:
+        values = [f'{name}={value}' for name, value in flags.loss_param if name == repeated[0]]
+        raise InputError(f'--loss_param {repeated[0]} is given {len(values)} times '
+                         f'({", ".join(values)}); give it once')
     unknown = [name for name in extra if name not in declared]
     if unknown:
         raise InputError(f'--loss_param {unknown[0]}: {rule} has no such parameter; its '
@@ -188,7 +254,9 @@ def resolve_loss_flags(flags):
     if both:
         raise InputError(f'--{both[0]} {given[both[0]]} and --loss_param {both[0]}='
                          f'{extra[both[0]]} disagree; give one')
-    return dict(loss_params={**{k: v for k, v in given.items() if k in declared}, **extra},
+    params = losses.checked_parameters(rule, {**{k: v for k, v in given.items()
+                                                 if k in declared}, **extra})
+    return dict(loss_params=params,
                 ignored_loss_flags={k: v for k, v in given.items() if k not in declared},
                 pair_weights=losses.resolve_pair_weights(rule, flags.pair_weights))
 
@@ -196,13 +264,35 @@ def resolve_loss_flags(flags):
 def changed_flags(values, checkpoint):
     """The flags whose resolved value differs from the checkpoint's (the one comparison of
     saved and given flags: the refusal below and the log's "Changed since the checkpoint"
-    line both read it)."""
+    line both read it). The loss's parameters are compared by their effect: `--margin 0.5` on
+    a Contrastive run whose margin already is 0.5 (its default) changes nothing."""
     if not ours(checkpoint):
         return ()
     saved = dict(checkpoint['args'], seed=checkpoint.get('seed'))
-    return tuple(Change(name, saved[name], value) for name, value in sorted(values.items())
-                 if name in saved and name != 'resume'
-                 and not same_flag_value(name, saved[name], value))
+    changes = [Change(name, saved[name], value) for name, value in sorted(values.items())
+               if name in saved and name not in NOT_COMPARED
+               and not same_flag_value(name, saved[name], value)]
+    if 'loss_params' in values and values['loss'] == saved['loss']:  # else the loss changed
+        now = effective_loss_parameters(values['loss'], values['loss_params'])
+        before = effective_loss_parameters(saved['loss'], saved.get('loss_params') or {})
+        if now != before:
+            changes.append(Change(LOSS_PARAMETERS, before, now))
+    return tuple(changes)
+
+
+# Compared through their effect (LOSS_PARAMETERS), or not at all (this invocation's choice).
+NOT_COMPARED = ('resume', 'margin', 'alpha', 'beta', 'loss_param', 'loss_params',
+                'ignored_loss_flags')
+LOSS_PARAMETERS = 'loss_parameters'
+
+
+def effective_loss_parameters(loss, given):
+    """Every parameter of the loss as the rule gets it: its defaults, then what was given."""
+    try:
+        defaults = losses.parameters(loss)
+    except KeyError:  # a rule of a --loss_module not imported now: what was given
+        defaults = {}
+    return {**defaults, **given}
 
 
 def same_flag_value(name, a, b):
@@ -222,8 +312,8 @@ def refuse_fixed_changes(changes, resume, checkpoint):
                   if {c.name for c in refused} & set(FIXED_WITHIN_AN_EPOCH) else '')
         raise InputError(
             f'--resume {resume} was trained with '
-            f'{" ".join(f"--{c.name} {c.saved}" for c in refused)}, this run has '
-            f'{" ".join(f"--{c.name} {c.now}" for c in refused)}; these cannot change within a '
+            f'{" ".join(c.as_typed(c.saved) for c in refused)}, this run has '
+            f'{" ".join(c.as_typed(c.now) for c in refused)}; these cannot change within a '
             f'run{within}: start a new one in another --save_dir, with --pretrained {resume} '
             f'to begin from its weights')
 
@@ -233,10 +323,9 @@ def check_training_flags(values):
     if values['input_pipeline'] == 'gpu' and not values['device'].startswith('cuda'):
         raise InputError(f'--input_pipeline gpu decodes on the GPU; this run is on '
                          f'{values["device"]}')
-    if not models.supported_width(values['width']):
-        raise InputError(f'--width {values["width"]}: BN-Inception needs a width of 32k-1 ... '
-                         f'32k+6 pixels with k >= 1 (e.g. 64, 96, 224, 227); its reduction '
-                         f'blocks need even sizes')
+    models.check_width(values['net'], values['width'])
+    check_backends(tensorboard='1' if values['tensorboard'] else None, wandb=values['wandb'],
+                   wandb_mode=values['wandb_mode'])
     if values['num_instances'] < 2:
         raise InputError(f'--num_instances {values["num_instances"]}: a batch would hold one '
                          f'image per class, hence no positive pair; use at least 2')

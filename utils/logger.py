@@ -8,7 +8,8 @@ import time
 
 import losses
 from common.errors import InputError
-from utils.run_folder import LOG_FILE, METRICS_FILE, atomic_write_text
+from utils.run_folder import (LOG_FILE, METRICS_FILE, NOISY_LABELS_FILE, atomic_write_text,
+                               is_no_space, no_space)
 
 
 class RunLog:
@@ -43,8 +44,13 @@ class RunLog:
         if not self.enabled:
             return
         print(message, file=stream, flush=True)
-        self._file.write(message + '\n')
-        self._file.flush()
+        try:
+            self._file.write(message + '\n')
+            self._file.flush()
+        except OSError as err:
+            if is_no_space(err):
+                raise no_space(err, self._file.name) from None
+            raise
 
     def timestamped(self, message):
         self.print(f'[{time.strftime("%Y-%m-%d %H:%M:%S")}] {message}')
@@ -104,10 +110,11 @@ def warn(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def describe_run(run, dataset, notes, changes=None):
+def describe_run(run, dataset, notes, changes=None, relabelled=()):
     """The run's header in log.txt: what it is (new or resumed, with its run id), the notes of
     the folder's preparation, every flag, what changed since the checkpoint (`changes`, from
-    utils.config; None for a new run), the data, the device, the loss and MMSI's settings."""
+    utils.config; None for a new run), the data (with the holdout classes and the labels
+    --label_noise changed: `relabelled`), the device, the loss and MMSI's settings."""
     args, log = run.args, run.log
     log.timestamped((f'Resuming {args.resume}' if changes is not None else 'New run')
                     + f' (run {run.run_id})')
@@ -115,18 +122,30 @@ def describe_run(run, dataset, notes, changes=None):
         log.print(f'Note: {note}')
     log.print('Arguments: ' + ' '.join(f'--{k} {v}' for k, v in sorted(vars(args).items())))
     if changes is not None:
-        log.print('Changed since the checkpoint: ' + (', '.join(
-            f'--{c.name} {c.saved} -> {c.now}' for c in changes) or 'nothing'))
+        log.print('Changed since the checkpoint: ' + (', '.join(map(str, changes))
+                                                      or 'nothing'))
+    query = getattr(dataset, 'query', None)
+    test = (f'{len(dataset.gallery)} test images of {dataset.gallery.num_classes} classes'
+            if query is None else
+            f'{len(query)} query images of {query.num_classes} classes against '
+            f'{len(dataset.gallery)} gallery images of {dataset.gallery.num_classes} classes')
     log.print(f'Data: {dataset.source}: {len(dataset.train)} training images of '
-              f'{dataset.train.num_classes} classes, {len(dataset.gallery)} test images of '
-              f'{dataset.gallery.num_classes} classes')
+              f'{dataset.train.num_classes} classes, {test}')
+    if getattr(dataset, 'holdout', None) is not None:
+        log.print(f'Holdout: {len(dataset.holdout)} images of {dataset.holdout.num_classes} '
+                  f'training classes (--holdout_classes) set aside for selection, never trained '
+                  f'on')
+    if args.label_noise:
+        log.print(f'Label noise: {len(relabelled)} of {len(dataset.train)} training labels '
+                  f'changed (seed {args.noise_seed}); {NOISY_LABELS_FILE}')
     log.print(f'Device: {run.device}; seed {run.seed}; {run.iterations_per_epoch} iterations '
               f'per epoch; MMSI {"on" if args.MMSI else "off"}'
               + (f'; {run.dist.world_size} processes, batch {args.batch_size} per process'
                  if run.dist.enabled else ''))
     params = {**losses.parameters(args.loss), **args.loss_params}
     log.print(f'Loss: {args.loss} ({", ".join(f"{k} {v}" for k, v in params.items())})'
-              + (f'; pair weights {args.pair_weights}' if args.MMSI else ''))
+              + (f'; pair weights {args.pair_weights}' if args.MMSI else '')
+              + f'; rule {losses.rule_of(args.loss)}')
     if args.ignored_loss_flags:
         log.print(f'Not parameters of {args.loss}, ignored: ' + ', '.join(
             f'--{k} {v}' for k, v in args.ignored_loss_flags.items()))

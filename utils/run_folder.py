@@ -5,13 +5,19 @@ the rules for whether a run may write into a folder.
     metrics.jsonl    one JSON object per epoch or evaluation
     last.pth.tar     the newest checkpoint (every epoch, mid-epoch saves, stops)
     ckp_epN.pth.tar  kept every --save_step epochs
+    noisy_labels.csv --label_noise: image path, true label, given label of each changed image
 
 Writes are atomic (a temporary file in the same folder, fsync, rename): a crash leaves the old
 file or the new one, never half of one.
 """
+import contextlib
+import csv
+import errno
 import fcntl
+import io
 import os
 import re
+import shutil
 
 import torch
 
@@ -20,6 +26,7 @@ from common.errors import InputError
 LOG_FILE = 'log.txt'
 METRICS_FILE = 'metrics.jsonl'
 LAST_CHECKPOINT = 'last.pth.tar'
+NOISY_LABELS_FILE = 'noisy_labels.csv'
 EPOCH_CHECKPOINT = re.compile(r'ckp_ep(\d+)\.pth\.tar')
 
 
@@ -33,9 +40,17 @@ def is_checkpoint(name):
 
 # ---- writing and reading ------------------------------------------------------------------------
 
+class NoSpace(OSError):
+    """A run's file could not be written for lack of space (or quota); the message names the
+    folder and the space the file needed. The previous version of the file is intact."""
+
+
 def atomic_torch_save(obj, path):
-    """torch.save through a temporary file, fsync'ed, renamed over `path`."""
-    _atomic_write(path, 'wb', lambda f: torch.save(obj, f))
+    """torch.save through a temporary file, fsync'ed, renamed over `path`. Serialised in memory
+    first, so that a full disk is told with the size the file needs."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, buffer.getbuffer())
     dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -44,16 +59,44 @@ def atomic_torch_save(obj, path):
 
 
 def atomic_write_text(text, path):
-    _atomic_write(path, 'w', lambda f: f.write(text), encoding='utf-8')
+    _atomic_write(path, text.encode('utf-8'))
 
 
-def _atomic_write(path, mode, write, **options):
+def _atomic_write(path, data):
     tmp = f'{path}.tmp'
-    with open(tmp, mode, **options) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if is_no_space(err):
+            raise no_space(err, path, len(data)) from None
+        raise
+
+
+def _size(count):
+    return f'{count / 2 ** 10:.1f} KiB' if count < 2 ** 20 else f'{count / 2 ** 20:.1f} MiB'
+
+
+def is_no_space(err):
+    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(err, path, needed=None):
+    """NoSpace for an OSError `err` of writing `path` (`needed` bytes, when known)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f'{_size(shutil.disk_usage(folder).free)} free'
+    except OSError:
+        free = 'free space unknown'
+    size = f'it needs {_size(needed)}, ' if needed is not None else ''
+    return NoSpace(err.errno, f'no space left in {folder} to write {os.path.basename(path)} '
+                              f'({size}{free}; {err.strerror}); free some space and resume the '
+                              f'run with --resume auto')
 
 
 def load_checkpoint(path, flag='--resume'):
@@ -178,11 +221,22 @@ class FolderCheckpoint:
 
 
 def run_files(save_dir):
-    """The names of the files of a run in `save_dir`: log, metrics and checkpoints."""
+    """The names of the files of a run in `save_dir`: log, metrics, noisy labels and
+    checkpoints."""
     if not os.path.isdir(save_dir):
         return []
     return sorted(name for name in os.listdir(save_dir)
-                  if name in (LOG_FILE, METRICS_FILE) or is_checkpoint(name))
+                  if name in (LOG_FILE, METRICS_FILE, NOISY_LABELS_FILE) or is_checkpoint(name))
+
+
+def noisy_labels_csv(relabelled):
+    """The text of noisy_labels.csv: a header, then `path,true label,given label` per changed
+    image (labels as the data set's files give them)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator='\n')
+    writer.writerow(('path', 'true_label', 'given_label'))
+    writer.writerows(relabelled)
+    return text.getvalue()
 
 
 def newest_checkpoint(names):

@@ -17,6 +17,7 @@ from utils.config import Config
 from utils.distributed import Distributed
 from utils.logger import RunLog
 from utils.semi_global import SemiGlobalDictionary
+from utils.tracking import Writer
 
 
 class NetworkViews(NamedTuple):
@@ -51,6 +52,7 @@ class TrainingRun:
 
     # output
     log: Optional[RunLog] = None
+    tracker: Writer = field(default_factory=Writer)  # TensorBoard / W&B (utils/tracking.py)
 
     # progress; saved in checkpoints
     global_step: int = 0        # iterations trained, over all epochs

@@ -156,3 +156,19 @@ def test_register_checks_the_rule():
     with pytest.raises(ValueError, match="'SMS' would be read as a form of 'MS'"):
         losses.register('SMS', losses.RULES['MS'])
     assert 'NoGlobal' not in losses.RULES
+
+
+def test_registering_a_taken_name_needs_replace_and_the_rule_is_named():
+    class MyMS(losses.RULES['MS']):
+        pass
+    original = losses.RULES['MS']
+    with pytest.raises(ValueError, match=r"loss name 'MS' is taken by "
+                                         r"losses.multi_similarity.MultiSimilarity; register with "
+                                         r"replace=True"):
+        losses.register('MS', MyMS)
+    assert losses.RULES['MS'] is original
+    try:
+        losses.register('MS', MyMS, replace=True)
+        assert losses.rule_of('MS').endswith('MyMS')
+    finally:
+        losses.RULES['MS'] = original

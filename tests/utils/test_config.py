@@ -1,5 +1,6 @@
 """utils/config.py: one resolution of the flags into a final, read-only configuration."""
 import os
+import re
 import shutil
 
 import pytest
@@ -86,3 +87,46 @@ def test_flags_a_run_cannot_change_are_refused_each_named(finished_run):
     with pytest.raises(InputError, match=r'trained with --dim 512 --loss MS, this run has --dim '
                                          r'64 --loss Con; these cannot change within a run'):
         resolve(['--resume', resume, '--loss', 'Con', '--dim', '64'], read_data=False)
+
+
+def test_an_explicit_loss_parameter_equal_to_its_effect_is_no_change(finished_run):
+    """The finished run is MS with --margin 0.1; MS's alpha default is 40."""
+    resume = str(finished_run / 'last.pth.tar')
+    _, _, _, changes = resolve(['--resume', resume, '--alpha', '40', '--loss_param',
+                                'base=0.5', '--nThreads', '0'], read_data=False)
+    assert changes == ()
+    with pytest.raises(InputError, match=r'trained with --loss_param alpha=40.0, this run has '
+                                         r'--loss_param alpha=20.0; these cannot change'):
+        resolve(['--resume', resume, '--alpha', '20'], read_data=False)
+
+
+def test_refusals_print_values_as_a_user_types_them():
+    assert str(Change('freeze_BN', True, False)) == '--freeze_BN 1 -> 0'
+    assert str(Change('dict_min_classes', None, 7)) == '--dict_min_classes (unset) -> 7'
+    assert str(Change('loss_parameters', {'margin': 0.5, 'k': 1}, {'margin': 0.2, 'k': 1})) == \
+        '--loss_param margin=0.5 -> --loss_param margin=0.2'
+
+
+@pytest.mark.parametrize('value, message', [
+    ('temperature=abc', "temperature='abc': expected a finite number above 0"),
+    ('temperature=', "temperature='': expected a finite number above 0"),
+    ('temperature=True', "temperature='True': expected a finite number above 0"),
+    ('temperature=-1', 'temperature=-1: expected a finite number above 0'),
+    ('temperature=0', 'temperature=0: expected a finite number above 0'),
+    ('temperature=inf', 'temperature=inf: expected a finite number above 0'),
+    ('temperature=nan', 'temperature=nan: expected a finite number above 0')])
+def test_a_bad_loss_parameter_is_refused_by_name(value, message):
+    with pytest.raises(InputError, match=re.escape(f'SupCon parameter {message}')):
+        parse_args(['--loss', 'SupCon', '--loss_param', value])
+
+
+def test_a_repeated_loss_parameter_is_refused():
+    with pytest.raises(InputError, match=r'--loss_param temperature is given 2 times '
+                                         r'\(temperature=0.1, temperature=0.2\); give it once'):
+        parse_args(['--loss', 'SupCon', '--loss_param', 'temperature=0.1',
+                    '--loss_param', 'temperature=0.2'])
+
+
+def test_loss_parameters_take_their_defaults_type():
+    assert parse_args(['--loss', 'SupCon', '--loss_param', 'temperature=1']).loss_params == \
+        {'temperature': 1.0}

@@ -1,6 +1,8 @@
 """utils/run_folder.py: the file names of a run folder, atomic writes, and which files a run
 may replace (the end-to-end refusals are in tests/test_reliability.py)."""
+import errno
 import os
+import re
 
 import pytest
 import torch
@@ -49,3 +51,42 @@ def test_a_new_run_over_checkpoints_needs_overwrite(tmp_path):
     assert run_folder.prepare(str(tmp_path), None, None, overwrite=True) == [
         '--overwrite: deleted ckp_ep1.pth.tar, log.txt from --save_dir']
     assert os.listdir(tmp_path) == []
+
+
+class FullDisk:
+    """open() for run_folder whose files hold `room` bytes, then fail as a full disk does."""
+
+    def __init__(self, room, only=None):
+        self.room, self.only = room, only
+
+    def __call__(self, path, mode='r', **kwargs):
+        f = open(path, mode, **kwargs)
+        if 'w' not in mode or (self.only and not str(path).endswith(self.only)):
+            return f
+        room, write = self.room, f.write
+
+        def limited(data):
+            nonlocal room
+            if len(data) > room:
+                write(bytes(data[:room]))
+                room = 0
+                raise OSError(errno.ENOSPC, 'No space left on device')
+            room -= len(data)
+            return write(data)
+        f.write = limited
+        return f
+
+
+def test_a_full_disk_names_the_folder_and_the_space_and_keeps_the_old_file(tmp_path,
+                                                                          monkeypatch):
+    path = tmp_path / 'last.pth.tar'
+    run_folder.atomic_torch_save({'weights': torch.zeros(1000)}, str(path))
+    before = path.read_bytes()
+    monkeypatch.setattr(run_folder, 'open', FullDisk(room=100), raising=False)
+    with pytest.raises(run_folder.NoSpace) as full:
+        run_folder.atomic_torch_save({'weights': torch.ones(1000)}, str(path))
+    assert re.fullmatch(rf'no space left in {re.escape(str(tmp_path))} to write last.pth.tar '
+                        r'\(it needs [0-9.]+ KiB, [0-9.]+ [KM]iB free; No space left on device\); '
+                        r'free some space and resume the run with --resume auto',
+                        full.value.strerror)
+    assert os.listdir(tmp_path) == ['last.pth.tar'] and path.read_bytes() == before
