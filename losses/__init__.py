@@ -52,7 +52,7 @@ def register(name, rule_cls, replace=False):
     the run's log names the rule that ran (`rule_of`)."""
     if not name.isidentifier():
         raise ValueError(f'loss name {name!r}: expected a Python identifier')
-    if name in RULES and RULES[name] is not rule_cls and not replace:
+    if name in RULES and rule_of(name) != _where(rule_cls) and not replace:
         raise ValueError(f'loss name {name!r} is taken by {rule_of(name)}; register with '
                          f'replace=True to replace it, or choose another name')
     clashes = [other for other in RULES if other != name and
@@ -75,7 +75,12 @@ def names():
 
 def rule_of(name):
     """Where the rule of loss `name` is defined: 'losses.multi_similarity.MultiSimilarity'."""
-    rule_cls = RULES[name]
+    return _where(RULES[name])
+
+
+def _where(rule_cls):
+    # by name, not identity: importing the same --loss_module file again (the harness checks
+    # its flags in-process) makes a new class object of the same rule
     return f'{rule_cls.__module__}.{rule_cls.__qualname__}'
 
 

@@ -172,3 +172,18 @@ def test_registering_a_taken_name_needs_replace_and_the_rule_is_named():
         assert losses.rule_of('MS').endswith('MyMS')
     finally:
         losses.RULES['MS'] = original
+
+
+def test_importing_the_same_rule_again_is_no_clash():
+    """A --loss_module file imported twice registers a new class object of the same rule."""
+    def make():
+        class Again(losses.RULES['Con']):
+            pass
+        Again.__module__, Again.__qualname__ = 'my_module', 'Again'
+        return Again
+    try:
+        losses.register('Again', make())
+        losses.register('Again', make())
+        assert losses.rule_of('Again') == 'my_module.Again'
+    finally:
+        losses.RULES.pop('Again', None)
