@@ -3,7 +3,9 @@
 # with 95% confidence intervals by compare.py. Defaults: the Glyphs demo's settings
 # (fine-tuning a plain-MS stage 1 per seed). Any variable below can be set from the environment:
 #   LOSSES="MS Triplet" SEEDS="0 1 2" VARY="val_batch_size=10,40" bash Run_compare.sh
-# EXTRA_ARGS adds training flags; QUICK=1 runs the harness's small version (--quick);
+# EXTRA_ARGS adds training flags (e.g. "--holdout_classes 20 --label_noise 0.3"); SELECT tunes
+# every cell over values of a flag on held-out classes (needs --holdout_classes in EXTRA_ARGS);
+# QUICK=1 runs the harness's small version (--quick);
 # EXTEND=1 lets a rerun raise EPOCHS for the runs already in OUT (--extend).
 # Stop with Ctrl-C or `kill <pid>` (the trainings save first); rerun the same command to resume.
 set -euo pipefail
@@ -17,6 +19,7 @@ MMSI_VALUES=${MMSI_VALUES:-0 1}
 PAIR_WEIGHTS=${PAIR_WEIGHTS:-auto}
 SEEDS=${SEEDS:-0 1 2}
 VARY=${VARY:-}                    # e.g. "val_batch_size=10,40 d_size=5,20"
+SELECT=${SELECT:-}                # e.g. "lr=3e-6,1e-5,3e-5": tuned per cell on held-out classes
 VARY_LOSSES=${VARY_LOSSES:-}
 PROTOCOL=${PROTOCOL:-finetune}
 STAGE1_EPOCHS=${STAGE1_EPOCHS:-12}
@@ -39,6 +42,7 @@ harness=(--out "$OUT" --losses $LOSSES --mmsi $MMSI_VALUES --pair_weights $PAIR_
          --seeds $SEEDS --protocol "$PROTOCOL" --stage1_epochs "$STAGE1_EPOCHS"
          --stage1_lr "$STAGE1_LR" --jobs "$JOBS")
 for axis in $VARY; do harness+=(--vary "$axis"); done
+for axis in $SELECT; do harness+=(--select "$axis"); done
 [ -n "$VARY_LOSSES" ] && harness+=(--vary_losses $VARY_LOSSES)
 [ -n "$THREADS" ] && harness+=(--threads "$THREADS")
 [ "$QUICK" = 1 ] && harness+=(--quick)

@@ -55,6 +55,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))  # where MMSI_train.py is
 TRAINER = os.path.join(ROOT, 'MMSI_train.py')  # what every run executes
 
 METRICS = ('R@1', 'MAP@R', 'R-Precision')
+HOLDOUT_MAP = 'holdout/MAP@R'  # what --select and the "best" columns choose on, when logged
 DONE = 'finished'  # marker file the harness writes in a run folder after a clean exit
 HARNESS_LOCK = 'harness.lock'  # DIR/harness.lock: locked by the harness working in DIR
 POLL_SECONDS = 0.2  # how often the harness looks at its trainings and at waiting folders
@@ -117,11 +118,12 @@ class Cell(NamedTuple):
 STAGE1 = Cell('MS', 0, 'none')
 
 
-def grid_cells(losses, mmsi_values, pair_weights, vary, vary_losses=None):
+def grid_cells(losses, mmsi_values, pair_weights, vary, vary_losses=None, select=()):
     """[Cell] of the grid: one per loss, MMSI value and pair-weight form (resolved per
     loss: 'auto' becomes 'official' or 'gradient'; forms a loss does not have are left out),
     times every --vary axis that applies (MMSI-only flags do not multiply MMSI=0 cells;
-    `vary_losses` restricts the axes to some losses)."""
+    `vary_losses` restricts the axes to some losses) and every --select axis (for every
+    loss: each cell is tuned over them)."""
     import losses as loss_registry
     mmsi_flags = mmsi_only_flags()
     cells = []
@@ -142,6 +144,8 @@ def grid_cells(losses, mmsi_values, pair_weights, vary, vary_losses=None):
                 axes = [(flag, values) for flag, values in vary
                         if (vary_losses is None or loss in vary_losses)
                         and (mmsi or flag not in mmsi_flags)]
+                axes += [(flag, values) for flag, values in select
+                         if mmsi or flag not in mmsi_flags]
                 for combination in itertools.product(*(values for _, values in axes)):
                     cells.append(Cell.make(loss, mmsi, form,
                                            zip((flag for flag, _ in axes), combination)))
@@ -194,8 +198,9 @@ def without_foreign_loss_params(flags, loss):
 class Run:
     """One training run of the grid: its folder, flags and what it is for."""
 
-    def __init__(self, out, name, flags, cell, seed, folder='runs', start_run=None):
+    def __init__(self, out, name, flags, cell, seed, folder='runs', start_run=None, select=()):
         self.name, self.flags, self.cell, self.seed = name, flags, cell, seed
+        self.select = list(select)  # the --select flags among the cell's values
         self.relative_dir = os.path.join(folder, name)  # within DIR
         self.dir = os.path.join(out, self.relative_dir)
         self.descriptor_path = f'{self.dir}.cell.json'
@@ -237,7 +242,8 @@ class Run:
         """The run's descriptor (DIR/<folder>/<name>.cell.json): its identity (the flags), what
         the summary reads, and the harness commands that trained it."""
         described = dict(self.cell.descriptor(), seed=self.seed, name=self.name,
-                         epochs=self.args.epochs, flags=self.flags, trained_by=list(trained_by))
+                         epochs=self.args.epochs, flags=self.flags, trained_by=list(trained_by),
+                         select=self.select)
         if self.start_run:
             described['start'] = self.start_run.relative_dir
         return described
@@ -265,6 +271,11 @@ def plan(options, common):
     """(stage-1 runs, cell runs) of the grid; every run's flags are parsed (and so checked)
     here, before anything starts."""
     check_common_flags(common, options.losses)
+    if options.select and not parse_args(list(common)).holdout_classes:
+        raise InputError('--select needs --holdout_classes N among the training flags (after '
+                         '--): the values and the epoch are chosen on held-out training '
+                         'classes, never on the test classes')
+    select_flags = sorted(flag for flag, _ in options.select)
     stage1, runs = {}, []
     for seed in options.seeds:
         start = None
@@ -272,10 +283,10 @@ def plan(options, common):
             stage1[seed] = stage1_run(options, common, seed)
             start = os.path.join(stage1[seed].dir, f'ckp_ep{options.stage1_epochs}.pth.tar')
         for cell in grid_cells(options.losses, options.mmsi, options.pair_weights,
-                               options.vary, options.vary_losses):
+                               options.vary, options.vary_losses, options.select):
             name = run_name(cell, seed)
             runs.append(Run(options.out, name, run_flags(cell, seed, common, start), cell, seed,
-                            start_run=stage1.get(seed)))
+                            start_run=stage1.get(seed), select=select_flags))
     return list(stage1.values()), runs
 
 
@@ -604,10 +615,69 @@ def last_evaluation(rows):
 
 
 def best_evaluation(rows):
-    """The evaluation with the highest R@1 (the earliest of equals). Chosen on the test set:
-    an optimistic number, reported beside the last evaluation, not instead of it."""
+    """The evaluation with the highest holdout MAP@R when the run has held-out classes
+    (--holdout_classes), else the highest R@1, chosen on the test set: an optimistic number,
+    reported beside the last evaluation, not instead of it. The earliest of equals."""
     evaluated = evaluations(rows)
-    return max(evaluated, key=lambda row: (row['R@1'], -row['epoch'])) if evaluated else None
+    if not evaluated:
+        return None
+    key = HOLDOUT_MAP if on_holdout(evaluated) else 'R@1'
+    return max(evaluated, key=lambda row: (row[key], -row['epoch']))
+
+
+def on_holdout(evaluated):
+    """Whether every evaluation row has the holdout metric to choose on."""
+    return all(HOLDOUT_MAP in row for row in evaluated)
+
+
+class Choice(NamedTuple):
+    """What --select chose for one cell: the cell of the chosen values, the chosen epoch, and
+    the seed-mean holdout MAP@R there."""
+    cell: Cell
+    epoch: int
+    holdout: float
+
+
+def tuned_cell(cell, select):
+    """The cell without its --select values: the cell the choice is made for."""
+    return cell._replace(vary=tuple((flag, value) for flag, value in cell.vary
+                                    if flag not in select))
+
+
+def choose(candidates):
+    """The Choice among `candidates` ({Cell: {seed: rows}}, one per combination of --select
+    values) and their epochs with the highest holdout MAP@R averaged over seeds (epochs every
+    seed evaluated; the first in cell, then epoch order, of equals). None when no candidate has
+    holdout metrics."""
+    best = None
+    for cell in sorted(candidates):
+        per_seed = [{row['epoch']: row for row in evaluations(rows)}
+                    for rows in candidates[cell].values()]
+        for epoch in sorted(set.intersection(*(set(rows) for rows in per_seed))):
+            scores = [rows[epoch].get(HOLDOUT_MAP) for rows in per_seed]
+            if None in scores:
+                continue
+            mean = sum(scores) / len(scores)
+            if best is None or mean > best.holdout:
+                best = Choice(cell, epoch, mean)
+    return best
+
+
+def tune(cells, select):
+    """({tuned cell: {seed: [the row at the chosen epoch]}}, {tuned cell: Choice}): each cell
+    at the --select values and epoch chosen on the held-out classes."""
+    groups = {}
+    for cell, runs in cells.items():
+        groups.setdefault(tuned_cell(cell, select), {})[cell] = runs
+    chosen, choices = {}, {}
+    for group, candidates in groups.items():
+        choice = choose(candidates)
+        if choice is None:
+            continue
+        choices[group] = choice
+        chosen[group] = {seed: [row for row in evaluations(rows) if row['epoch'] == choice.epoch]
+                         for seed, rows in candidates[choice.cell].items()}
+    return chosen, choices
 
 
 def t_quantile(n):
@@ -690,21 +760,29 @@ def starting_rows(start_dir, rows):
     start = last_evaluation(read_rows(start_dir))
     if start is None or any(row.get('epoch') == 0 for row in evaluations(rows)):
         return rows
-    return [{key: value for key, value in start.items() if key in METRICS or key.startswith('R@')}
-            | {'epoch': 0}] + rows
+    return [{key: value for key, value in start.items()
+             if key in METRICS or key.startswith(('R@', 'holdout/'))} | {'epoch': 0}] + rows
 
 
-def summary_rows(cells):
+def summary_rows(cells, choices=None):
     """One dict per cell: identity, n, and per metric the mean and CI half-width at the last
-    evaluation, at the best evaluation, and of the paired difference to the plain cell."""
+    evaluation, at the best evaluation, and of the paired difference to the plain cell. With
+    `choices` (--select: `tune`), the cells' rows are those at their chosen values and epoch,
+    and each row also names the chosen values, the epoch and its holdout MAP@R."""
     mmsi_flags = mmsi_only_flags()
     vary_flags = sorted({flag for cell in cells for flag, _ in cell.vary})
+    select_flags = sorted({flag for choice in (choices or {}).values()
+                           for flag, _ in choice.cell.vary} - set(vary_flags))
     table = []
     for cell in sorted(cells):
         runs = cells[cell]
         seeds = sorted(runs)
         row = {'loss': cell.loss, 'mmsi': cell.mmsi, 'pair_weights': cell.pair_weights}
         row.update({flag: dict(cell.vary).get(flag, '') for flag in vary_flags})
+        if choices is not None:
+            chosen = dict(choices[cell].cell.vary)
+            row.update({f'chosen_{flag}': chosen.get(flag, '') for flag in select_flags})
+            row['chosen_epoch'], row['holdout_MAP@R'] = choices[cell].epoch, choices[cell].holdout
         row['n'] = len(seeds)
         last = {seed: last_evaluation(runs[seed]) for seed in seeds}
         best = {seed: best_evaluation(runs[seed]) for seed in seeds}
@@ -738,13 +816,23 @@ def summarise(out):
     missing = missing_runs(out, descriptors, cells)
     for line in missing:
         say(line)
-    table, vary_flags = summary_rows(cells)
+    select = {flag for descriptor in descriptors for flag in descriptor.get('select') or ()}
+    trained = trainers(out, descriptors, cells)
+    choices, curves = None, cells
+    if select:
+        tuned, choices = tune(cells, select)
+        curves = {choice.cell: cells[choice.cell] for choice in choices.values()}
+        cells = tuned
+    table, vary_flags = summary_rows(cells, choices)
     if not table:
         complain(f'no complete run under {out}/runs yet: no summary')
         return table
-    markdown = markdown_table(table, vary_flags, trainers(out, descriptors, cells), missing)
+    holdout = select or all(on_holdout(evaluations(rows)) for runs in cells.values()
+                            for rows in runs.values())
+    markdown = markdown_table(table, vary_flags, trained, missing, holdout=bool(holdout),
+                              select=sorted(select))
     write_summary(out, table, markdown)
-    plot_curves(curve_series(cells), os.path.join(out, 'curves.png'),
+    plot_curves(curve_series(curves), os.path.join(out, 'curves.png'),
                 title='R@1: mean over seeds, 95% band')  # PlotError (an InputError) if unwritable
     return table
 
@@ -770,21 +858,36 @@ def format_ci(mean, half_width, signed=False):
     return f'{text} ± {half_width:.4f}' if half_width is not None else f'{text} (no CI, n=1)'
 
 
-def markdown_table(table, vary_flags, commands=(), missing=()):
+def markdown_table(table, vary_flags, commands=(), missing=(), holdout=False, select=()):
     lines = ['# MMSI comparison', '']
     if commands:
         lines += ['Trained by:', ''] + [f'    {command}' for command in commands] + ['']
-    lines += ['Mean ± half-width of the 95% confidence interval (t distribution, n seeds) at '
-              'the last evaluation; "best" is the evaluation with the highest R@1 (chosen on '
-              'the test set, so optimistic); Δ is the paired difference to the same loss '
-              'without MMSI, seed by seed.', '']
-    header = (['loss', 'MMSI', 'pair weights'] + vary_flags + ['n'] + list(METRICS)
+    if select:
+        lines += [f'Each cell is tuned: the values of {", ".join(select)} and the epoch with the '
+                  f'highest holdout MAP@R averaged over seeds (held-out training classes, never '
+                  f'the test classes); the test metrics are reported there, as mean ± '
+                  f'half-width of the 95% confidence interval (t distribution, n seeds); Δ is the '
+                  f'paired difference to the same loss without MMSI, each at its own choice, '
+                  f'seed by seed.', '']
+    else:
+        chosen_on = ('the highest holdout MAP@R (chosen on held-out training classes)'
+                     if holdout else 'the highest R@1 (chosen on the test set, so optimistic)')
+        lines += ['Mean ± half-width of the 95% confidence interval (t distribution, n seeds) at '
+                  f'the last evaluation; "best" is the evaluation with {chosen_on}; Δ is the '
+                  'paired difference to the same loss without MMSI, seed by seed.', '']
+    chosen = [f'chosen {flag}' for flag in select] + (['epoch', 'holdout MAP@R'] if select
+                                                      else [])
+    header = (['loss', 'MMSI', 'pair weights'] + vary_flags + chosen + ['n'] + list(METRICS)
               + ['best R@1 (epoch)'] + [f'Δ {m}' for m in METRICS])
     lines.append('| ' + ' | '.join(header) + ' |')
     lines.append('|' + '---|' * len(header))
     for row in table:
         fields = [row['loss'], str(row['mmsi']), row['pair_weights']]
-        fields += [str(row[flag]) for flag in vary_flags] + [str(row['n'])]
+        fields += [str(row[flag]) for flag in vary_flags]
+        if select:
+            fields += [str(row.get(f'chosen_{flag}', '')) for flag in select]
+            fields += [str(row['chosen_epoch']), f'{row["holdout_MAP@R"]:.4f}']
+        fields += [str(row['n'])]
         fields += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in METRICS]
         fields.append(f'{format_ci(row["best_R@1_mean"], row["best_R@1_ci95"])} '
                       f'({row["best_epoch_mean"]:.1f})')
@@ -846,6 +949,13 @@ def build_parser():
                         metavar='FLAG=V1,V2', help='another axis over a training flag; repeatable')
     parser.add_argument('--vary_losses', nargs='+', default=None,
                         help='give the --vary axes to these losses only (default: all)')
+    parser.add_argument('--select', type=vary_axis, action='append', default=[],
+                        metavar='FLAG=V1,V2',
+                        help='tune every cell over these values of a training flag, '
+                             'repeatable: the summary reports each cell at the values and '
+                             'epoch with the best holdout MAP@R averaged over seeds (needs '
+                             '--holdout_classes N after --); finished runs are reused by a '
+                             'wider --select')
     parser.add_argument('--protocol', choices=('finetune', 'scratch'), default='finetune')
     parser.add_argument('--stage1_epochs', type=positive_int, default=12,
                         help='finetune: epochs of the plain MS stage 1')
@@ -895,6 +1005,7 @@ def parse_command_line(argv):
         common = common + ['--epochs', str(QUICK['epochs'])]
     check_distinct(options)
     check_vary(options.vary)
+    check_vary(options.select, '--select')
     return options, common
 
 
@@ -902,23 +1013,26 @@ def check_distinct(options):
     """Each value of a grid axis once: a repeated one would count its runs twice."""
     axes = [('--losses', options.losses), ('--mmsi', options.mmsi), ('--seeds', options.seeds)]
     axes += [(f'--vary {flag}', values) for flag, values in options.vary]
+    axes += [(f'--select {flag}', values) for flag, values in options.select]
     for name, values in axes:
         repeated = [value for i, value in enumerate(values) if value in values[:i]]
         if repeated:
             raise InputError(f'{name}: {repeated[0]} is given twice')
-    flags = [flag for flag, _ in options.vary]
+    flags = [flag for flag, _ in options.vary + options.select]
     repeated = [flag for i, flag in enumerate(flags) if flag in flags[:i]]
     if repeated:
-        raise InputError(f'--vary {repeated[0]}: given twice; put all its values in one axis')
+        raise InputError(f'--vary/--select {repeated[0]}: given twice; put all its values in one '
+                         f'axis')
 
 
-def check_vary(vary):
+def check_vary(vary, option='--vary'):
     known = flag_names()
     for flag, values in vary:
         if flag not in known:
-            raise InputError(f'--vary {flag}: not a training flag (python MMSI_train.py --help)')
+            raise InputError(f'{option} {flag}: not a training flag (python MMSI_train.py '
+                             f'--help)')
         if not values:
-            raise InputError(f'--vary {flag}: give at least one value')
+            raise InputError(f'{option} {flag}: give at least one value')
 
 
 def summarise_folder(out):

@@ -27,9 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epochs=None,
-              trained_by=()):
+              trained_by=(), holdout_by_epoch=None, select=()):
     """A run folder holding metrics.jsonl (R@1 as given, MAP@R = R@1 / 4, R-Precision =
-    R@1 / 2) and its cell descriptor."""
+    R@1 / 2; `holdout/MAP@R` as given) and its cell descriptor (`select`: its --select
+    flags)."""
     cell = compare.Cell.make(loss, mmsi, pair_weights, vary or {})
     name = compare.run_name(cell, seed)
     folder = out / 'runs' / name
@@ -38,11 +39,65 @@ def write_run(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epoch
     for epoch, r1 in r1_by_epoch.items():
         rows.append({'epoch': epoch, 'loss': 1.0, 'R@1': r1, 'MAP@R': r1 / 4,
                      'R-Precision': r1 / 2})
+        if holdout_by_epoch is not None:
+            rows[-1]['holdout/MAP@R'] = holdout_by_epoch[epoch]
     (folder / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
     descriptor = dict(loss=loss, mmsi=mmsi, pair_weights=pair_weights, vary=vary or {},
                       seed=seed, name=name, flags=[], trained_by=list(trained_by),
-                      epochs=max(r1_by_epoch) if epochs is None else epochs)
+                      epochs=max(r1_by_epoch) if epochs is None else epochs, select=list(select))
     (out / 'runs' / f'{name}.cell.json').write_text(json.dumps(descriptor))
+
+
+def test_select_picks_the_argmax_of_the_seed_mean_holdout_map_over_values_and_epochs(tmp_path):
+    """Two learning rates x epochs 0-2 x 2 seeds per cell, hand-written: each cell is reported
+    at its own argmax of the seed-mean holdout MAP@R, and Δ pairs each at its own choice."""
+    holdout = {  # (mmsi, lr): seed -> holdout MAP@R at epochs 0, 1, 2
+        (0, '1e-5'): {0: [0.10, 0.20, 0.25], 1: [0.10, 0.22, 0.27]},  # best: epoch 2 (0.26)
+        (0, '3e-5'): {0: [0.10, 0.30, 0.20], 1: [0.10, 0.24, 0.21]},  # best: epoch 1 (0.27)
+        (1, '1e-5'): {0: [0.10, 0.26, 0.21], 1: [0.10, 0.20, 0.31]},  # best: epoch 2 (0.26)
+        (1, '3e-5'): {0: [0.10, 0.18, 0.19], 1: [0.10, 0.19, 0.20]}}
+    r1 = {key: {seed: [0.5 + 0.01 * seed + 0.1 * e + (0.05 if key[1] == '3e-5' else 0)
+                       for e in range(3)] for seed in (0, 1)} for key in holdout}
+    for (mmsi, lr), seeds in holdout.items():
+        for seed, values in seeds.items():
+            write_run(tmp_path, 'MS', mmsi, 'gradient' if mmsi else 'none', seed,
+                      dict(enumerate(r1[mmsi, lr][seed])), vary={'lr': lr},
+                      holdout_by_epoch=dict(enumerate(values)), select=['lr'])
+    table = compare.summarise(str(tmp_path))
+    rows = {row['mmsi']: row for row in table}
+    assert len(table) == 2 and 'lr' not in rows[0]
+    assert (rows[0]['chosen_lr'], rows[0]['chosen_epoch']) == ('3e-5', 1)
+    assert rows[0]['holdout_MAP@R'] == pytest.approx(0.27)
+    assert (rows[1]['chosen_lr'], rows[1]['chosen_epoch']) == ('1e-5', 2)
+    plain_r1 = [r1[0, '3e-5'][seed][1] for seed in (0, 1)]
+    mmsi_r1 = [r1[1, '1e-5'][seed][2] for seed in (0, 1)]
+    assert rows[0]['R@1_mean'] == pytest.approx(sum(plain_r1) / 2)
+    assert rows[1]['R@1_mean'] == pytest.approx(sum(mmsi_r1) / 2)
+    assert rows[1]['diff_R@1_mean'] == pytest.approx(
+        sum(m - p for m, p in zip(mmsi_r1, plain_r1)) / 2)
+    summary = (tmp_path / 'summary.md').read_text()
+    assert 'Each cell is tuned: the values of lr and the epoch with the highest holdout MAP@R' \
+        in summary and '| chosen lr | epoch | holdout MAP@R |' in summary
+
+
+def test_select_needs_held_out_classes(tmp_path, capsys):
+    out = tmp_path / 'grid'
+    assert compare.main(['--out', str(out), '--losses', 'MS', '--select', 'lr=1e-5,3e-5', '--',
+                         '--data', 'glyphs', '--epochs', '1']) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        'error: --select needs --holdout_classes N among the training flags (after --): the '
+        'values and the epoch are chosen on held-out training classes, never on the test '
+        'classes']
+    assert not out.exists()
+
+
+def test_without_select_the_best_epoch_is_chosen_on_the_holdout_when_there_is_one(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, 'MS', 0, 'none', seed, {0: 0.5, 1: 0.9, 2: 0.6},
+                  holdout_by_epoch={0: 0.1, 1: 0.2, 2: 0.3})
+    [row] = compare.summarise(str(tmp_path))
+    assert row['best_epoch_mean'] == 2 and row['best_R@1_mean'] == pytest.approx(0.6)
+    assert 'chosen on held-out training classes' in (tmp_path / 'summary.md').read_text()
 
 
 def test_summary_from_known_metrics(tmp_path):
