@@ -1018,11 +1018,15 @@ def check_distinct(options):
         repeated = [value for i, value in enumerate(values) if value in values[:i]]
         if repeated:
             raise InputError(f'{name}: {repeated[0]} is given twice')
-    flags = [flag for flag, _ in options.vary + options.select]
-    repeated = [flag for i, flag in enumerate(flags) if flag in flags[:i]]
-    if repeated:
-        raise InputError(f'--vary/--select {repeated[0]}: given twice; put all its values in one '
-                         f'axis')
+    axes = [('--vary', flag) for flag, _ in options.vary]
+    axes += [('--select', flag) for flag, _ in options.select]
+    for i, (option, flag) in enumerate(axes):
+        earlier = [other for other, same in axes[:i] if same == flag]
+        if earlier and earlier[0] == option:
+            raise InputError(f'{option} {flag}: given twice; put all its values in one axis')
+        if earlier:
+            raise InputError(f'{earlier[0]} {flag} and {option} {flag}: a flag is either varied '
+                             f'or selected, not both')
 
 
 def check_vary(vary, option='--vary'):
