@@ -230,9 +230,10 @@ def embed_shards(run, loader):
     labels = run.dist.all_gather_varying(labels.to(run.device))
     if run.dist.enabled:  # back to the data set's order (process r embedded r, r + world, ...)
         # k-means++ seeds by position: NMI then equals a single process's
-        order = torch.cat([torch.arange(rank, len(emb), run.dist.world_size)
-                           for rank in range(run.dist.world_size)]).to(emb.device)
-        emb, labels = emb[order.argsort()], labels[order.argsort()]
+        gathered = torch.cat([torch.arange(rank, len(emb), run.dist.world_size)
+                              for rank in range(run.dist.world_size)]).to(emb.device)
+        order = gathered.argsort()
+        emb, labels = emb[order], labels[order]
     return emb, labels
 
 
@@ -247,8 +248,9 @@ def evaluate_and_record(run, row, position, final=False):
     where = f'epoch {row["epoch"]}' + (f' iteration {row["iteration"]}'
                                        if 'iteration' in row else '')
     run.log.print(recall_line(where, metrics))
-    if holdout_line(where, metrics):
-        run.log.print(holdout_line(where, metrics))
+    holdout = holdout_line(where, metrics)
+    if holdout:
+        run.log.print(holdout)
     row.update(metrics)
     record(run, row)
     return metrics

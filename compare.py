@@ -43,19 +43,19 @@ import time
 from typing import NamedTuple, Tuple
 
 from common.errors import InputError
+from common.log_format import HOLDOUT_PREFIX
 from utils.args import build_parser as training_parser
 from utils.args import flag_names, mmsi_only_flags, positive_float, positive_int
 from utils.config import NOT_INHERITED, parse_args, resolve
 from utils.logger import METRICS_FILE, read_metrics
 from utils.plot import Series, plot_curves
-from utils.run_folder import (LOG_FILE, atomic_write_text, in_use, is_checkpoint,
-                              newest_checkpoint, run_files)
+from utils.run_folder import atomic_write_text, folder_in_use, newest_checkpoint_in, run_files
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # where MMSI_train.py is
 TRAINER = os.path.join(ROOT, 'MMSI_train.py')  # what every run executes
 
 METRICS = ('R@1', 'MAP@R', 'R-Precision')
-HOLDOUT_MAP = 'holdout/MAP@R'  # what --select and the "best" columns choose on, when logged
+HOLDOUT_MAP = HOLDOUT_PREFIX + 'MAP@R'  # what --select and the "best" columns choose on
 DONE = 'finished'  # marker file the harness writes in a run folder after a clean exit
 HARNESS_LOCK = 'harness.lock'  # DIR/harness.lock: locked by the harness working in DIR
 POLL_SECONDS = 0.2  # how often the harness looks at its trainings and at waiting folders
@@ -63,10 +63,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Training flags that do not change what a run computes (this machine's, this invocation's,
 # how the run is watched): a rerun may give them otherwise without changing the run's identity.
 NOT_IDENTITY = NOT_INHERITED + ('save_dir', 'progress', 'print_freq', 'checkpoint_minutes')
-# The flags the trainer's data-set checks read (utils.config.check_against_data): the harness
-# runs those checks once per distinct combination, before anything starts.
+# The flags the trainer's data-set checks read (utils.config: training_split,
+# check_against_data): the harness runs those checks once per distinct combination, before
+# anything starts.
 DATA_CHECKED = ('data', 'data_root', 'batch_size', 'num_instances', 'MMSI', 'val_batch_size',
-                'val_num_instances', 'dict_min_classes', 'dict_capacity', 'd_size')
+                'val_num_instances', 'dict_min_classes', 'dict_capacity', 'd_size',
+                'holdout_classes')
 
 
 def say(message):
@@ -214,15 +216,12 @@ class Run:
         return os.path.exists(os.path.join(self.dir, DONE))
 
     def in_use(self):
-        """Whether a training holds the folder: the lock on its log.txt (utils/logger.RunLog),
-        held by whatever trains there, this harness's child or not."""
-        log = os.path.join(self.dir, LOG_FILE)
-        return os.path.exists(log) and in_use(log)
+        """Whether a training holds the folder, this harness's child or not."""
+        return folder_in_use(self.dir)
 
     def checkpoint(self):
         """The newest checkpoint in the folder, or None."""
-        saved = [name for name in run_files(self.dir) if is_checkpoint(name)]
-        return os.path.join(self.dir, newest_checkpoint(saved)) if saved else None
+        return newest_checkpoint_in(self.dir)
 
     def has_trained(self):
         """Whether the folder holds this run's training: finished, a checkpoint, or a training
@@ -314,14 +313,16 @@ def stage1_run(options, common, seed):
 def check_with_data(runs):
     """The trainer's checks that need the data set (a --batch_size that is no multiple of
     --num_instances, more classes than it has, ...), before anything starts: a bad flag would
-    otherwise fail every run. Once per distinct combination of the flags they read."""
+    otherwise fail every run. Once per distinct combination of the flags they read. The
+    weights are each training's own check (`--pretrained none` here): a cell's starting
+    checkpoint is written by its stage 1, after this check."""
     checked = set()
     for run in runs:
         key = tuple(getattr(run.args, name) for name in DATA_CHECKED)
         if key not in checked:
             checked.add(key)
             try:
-                resolve(run.flags + ['--save_dir', run.dir])
+                resolve(run.flags + ['--save_dir', run.dir, '--pretrained', 'none'])
             except InputError as err:
                 raise InputError(f'{run.relative_dir}: {err}') from None
 

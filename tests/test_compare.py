@@ -22,6 +22,8 @@ import pytest
 from scipy.stats import t
 
 import compare
+from common.errors import InputError
+from tiny_inshop import make_inshop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -603,3 +605,19 @@ def test_summary_problems_are_one_error_line_and_never_announced(tmp_path, capsy
     assert capsys.readouterr().out.splitlines() == missing + [
         f'summary: {tmp_path / "summary.md"}']
     assert all(f'- {line}' in (tmp_path / 'summary.md').read_text() for line in missing)
+
+
+def test_the_data_checks_of_a_real_data_set_grid_wait_for_no_weights_file(tmp_path):
+    """On a real data set (the tiny In-Shop) the cells fine-tune from stage-1 checkpoints that
+    do not exist before the grid runs, and the trainer's weights rule must not refuse them
+    while the harness checks the flags against the data; a bad batch size still is."""
+    make_inshop(tmp_path)
+    common = ['--data', 'shop', '--data_root', str(tmp_path), '--batch_size', '4',
+              '--num_instances', '2', '--val_batch_size', '2', '--epochs', '1']
+    options = compare.build_parser().parse_args(['--out', str(tmp_path / 'grid'),
+                                                  '--seeds', '0'])
+    stage1, runs = compare.plan(options, common)
+    compare.check_with_data(stage1 + runs)  # no error: no weights file is looked for
+    stage1, runs = compare.plan(options, common + ['--batch_size', '3'])
+    with pytest.raises(InputError, match='--batch_size 3 must be a multiple'):
+        compare.check_with_data(stage1 + runs)

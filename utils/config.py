@@ -12,7 +12,6 @@ The warm-up threshold and the batch checks depend on the number of training clas
 data set's split listing (image paths and labels, no pixels) is read here and handed on too.
 """
 import argparse
-import os
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -24,11 +23,11 @@ import models
 from common.errors import InputError
 from DataSet.noise import noisy_labels
 from DataSet.specs import warmup_classes
+from models.pretrained import resolve_pretrained
+from utils import run_folder
 from utils.args import build_parser, import_loss_module
 from utils.checkpoint import FORMAT
-from utils import run_folder
 from utils.run_folder import load_checkpoint
-from models.pretrained import resolve_pretrained
 from utils.sampler import check_batch_size
 from utils.tracking import check_backends
 
@@ -77,16 +76,19 @@ class Change(NamedTuple):
             differ = [key for key in sorted(set(value) | set(other))
                       if value.get(key) != other.get(key)]
             return ' '.join(f'--loss_param {key}={value.get(key, "(unset)")}' for key in differ)
+        return f'--{self.name} {self.typed_value(value)}'
+
+    @staticmethod
+    def typed_value(value):
         if value is None:
-            return f'--{self.name} (unset)'
-        if isinstance(value, bool):
-            return f'--{self.name} {int(value)}'
-        return f'--{self.name} {value}'
+            return '(unset)'
+        return str(int(value)) if isinstance(value, bool) else str(value)
 
     def __str__(self):
-        return f'{self.as_typed(self.saved)} -> {self.as_typed(self.now).split(" ", 1)[-1]}' \
-            if self.name != LOSS_PARAMETERS else \
-            f'{self.as_typed(self.saved)} -> {self.as_typed(self.now)}'
+        """`--lr 0.0001 -> 0.001`; `--loss_param alpha=40.0 -> --loss_param alpha=20.0`."""
+        if self.name == LOSS_PARAMETERS:
+            return f'{self.as_typed(self.saved)} -> {self.as_typed(self.now)}'
+        return f'{self.as_typed(self.saved)} -> {self.typed_value(self.now)}'
 
 
 class Resolved(NamedTuple):
@@ -103,7 +105,10 @@ def parse_flags(argv=None, **defaults):
     MMSI=0; MMSI_SOP_train.py: the SOP configuration)."""
     parser = build_parser(**defaults)
     flags = parser.parse_args(argv)
-    resume = newest_checkpoint_in(flags.save_dir) if flags.resume == AUTO else flags.resume
+    # --resume auto: a batch system that requeues a preempted job reruns the same command; the
+    # first launch starts the run (no checkpoint yet), every later one continues it
+    resume = (run_folder.newest_checkpoint_in(flags.save_dir) if flags.resume == AUTO
+              else flags.resume)
     checkpoint = load_checkpoint(resume) if resume else None
     if ours(checkpoint):
         known = vars(flags)
@@ -116,16 +121,6 @@ def parse_flags(argv=None, **defaults):
 
 
 AUTO = 'auto'
-
-
-def newest_checkpoint_in(save_dir):
-    """--resume auto: the newest checkpoint in --save_dir, or None (a new run) when it holds
-    none. A batch system that requeues a preempted job reruns the same command: the first
-    launch starts the run, every later one continues it."""
-    names = run_folder.run_files(save_dir)
-    if not any(run_folder.is_checkpoint(name) for name in names):
-        return None
-    return os.path.join(save_dir, run_folder.newest_checkpoint(names))
 
 
 def ours(checkpoint):

@@ -145,6 +145,13 @@ def in_use(log_path):
     return False
 
 
+def folder_in_use(save_dir):
+    """Whether a training holds the run folder: the lock on its log.txt (utils/logger.RunLog),
+    whoever started it."""
+    log = os.path.join(save_dir, LOG_FILE)
+    return os.path.exists(log) and in_use(log)
+
+
 # ---- may a run write here? ----------------------------------------------------------------------
 
 def prepare(save_dir, resume, checkpoint, overwrite):
@@ -154,7 +161,7 @@ def prepare(save_dir, resume, checkpoint, overwrite):
     `files_in_the_way`); never those of a run that is still training. Returns notes for the
     log."""
     found = run_files(save_dir)
-    if LOG_FILE in found and in_use(os.path.join(save_dir, LOG_FILE)):
+    if folder_in_use(save_dir):
         raise InputError(f'--save_dir {save_dir} is in use: a running training holds its '
                          f'log.txt; wait for it to end or choose another --save_dir')
     doomed, refusal, note = files_in_the_way(save_dir, resume, checkpoint, found)
@@ -239,7 +246,17 @@ def noisy_labels_csv(relabelled):
     return text.getvalue()
 
 
+def newest_checkpoint_in(save_dir):
+    """The path of the newest checkpoint in `save_dir`, or None when it holds none."""
+    names = run_files(save_dir)
+    if not any(is_checkpoint(name) for name in names):
+        return None
+    return os.path.join(save_dir, newest_checkpoint(names))
+
+
 def newest_checkpoint(names):
+    """Of the file names `names`, the newest checkpoint: last.pth.tar, else the highest
+    ckp_epN."""
     if LAST_CHECKPOINT in names:
         return LAST_CHECKPOINT
     return max((name for name in names if is_checkpoint(name)),
