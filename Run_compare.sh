@@ -6,7 +6,8 @@
 # EXTRA_ARGS adds training flags (e.g. "--holdout_classes 20 --label_noise 0.3"); SELECT tunes
 # every cell over values of a flag on held-out classes (needs --holdout_classes in EXTRA_ARGS);
 # QUICK=1 runs the harness's small version (--quick);
-# EXTEND=1 lets a rerun raise EPOCHS for the runs already in OUT (--extend).
+# EXTEND=1 lets a rerun raise EPOCHS for the runs already in OUT (--extend);
+# KEEP_CHECKPOINTS=last deletes a finished run's per-epoch checkpoints (--keep_checkpoints).
 # Stop with Ctrl-C or `kill <pid>` (the trainings save first); rerun the same command to resume.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,6 +29,7 @@ JOBS=${JOBS:-1}
 THREADS=${THREADS:-}
 QUICK=${QUICK:-0}
 EXTEND=${EXTEND:-0}
+KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-all}
 OUT=${OUT:-compare_output/${DATA}}
 WIDTH=${WIDTH:-64}
 ORIGIN_WIDTH=${ORIGIN_WIDTH:-72}
@@ -40,7 +42,7 @@ PRETRAINED=${PRETRAINED:-none}
 
 harness=(--out "$OUT" --losses $LOSSES --mmsi $MMSI_VALUES --pair_weights $PAIR_WEIGHTS
          --seeds $SEEDS --protocol "$PROTOCOL" --stage1_epochs "$STAGE1_EPOCHS"
-         --stage1_lr "$STAGE1_LR" --jobs "$JOBS")
+         --stage1_lr "$STAGE1_LR" --jobs "$JOBS" --keep_checkpoints "$KEEP_CHECKPOINTS")
 for axis in $VARY; do harness+=(--vary "$axis"); done
 for axis in $SELECT; do harness+=(--select "$axis"); done
 [ -n "$VARY_LOSSES" ] && harness+=(--vary_losses $VARY_LOSSES)

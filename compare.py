@@ -49,7 +49,8 @@ from utils.args import flag_names, mmsi_only_flags, positive_float, positive_int
 from utils.config import NOT_INHERITED, parse_args, resolve
 from utils.logger import METRICS_FILE, read_metrics
 from utils.plot import Series, plot_curves
-from utils.run_folder import atomic_write_text, folder_in_use, newest_checkpoint_in, run_files
+from utils.run_folder import (EPOCH_CHECKPOINT, atomic_write_text, epoch_checkpoint_name,
+                              folder_in_use, newest_checkpoint_in, run_files)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # where MMSI_train.py is
 TRAINER = os.path.join(ROOT, 'MMSI_train.py')  # what every run executes
@@ -251,6 +252,16 @@ class Run:
         """The descriptor an earlier harness wrote, or None."""
         return read_descriptor(self.descriptor_path) if os.path.exists(self.descriptor_path) \
             else None
+
+    def prune_checkpoints(self):
+        """--keep_checkpoints last, on a finished run: delete its per-epoch checkpoints but the
+        one its cells fine-tune from (a stage-1 run). last.pth.tar stays: an --extend continues
+        from it. The summary reads only metrics.jsonl, so a grid then needs one or two
+        checkpoints' space per run instead of one per evaluation."""
+        keep = epoch_checkpoint_name(self.args.epochs) if self.is_stage1 else None
+        for name in sorted(os.listdir(self.dir)):
+            if EPOCH_CHECKPOINT.fullmatch(name) and name != keep:
+                os.remove(os.path.join(self.dir, name))
 
 
 def read_descriptor(path):
@@ -507,8 +518,9 @@ class Runner:
     session of its own, so that Ctrl-C or a signal to the harness's process group reaches the
     harness alone, which passes it on once (Stop) and waits for the trainings to save."""
 
-    def __init__(self, jobs, threads, command_line, stop):
+    def __init__(self, jobs, threads, command_line, stop, keep_checkpoints='all'):
         self.jobs, self.threads = jobs, threads
+        self.keep_checkpoints = keep_checkpoints
         self.command_line, self.stop = command_line, stop
         self.devices = _visible_gpus()
         self.failed = []
@@ -519,6 +531,7 @@ class Runner:
         for run in runs:
             if run.finished:
                 say(f'skip {run.name}: finished')
+                self.finished(run)
         queue = [run for run in runs if not run.finished]
         self.total, self.done = len(queue), 0
         running = []
@@ -567,6 +580,7 @@ class Runner:
         progress = f'[{self.done}/{self.total}]'
         if status == 0:
             open(os.path.join(run.dir, DONE), 'w').close()
+            self.finished(run)
             say(f'{progress} done {run.name} in {time.time() - training.started:.0f}s: '
                 f'{final_r1(run)}')
         elif training.forwarded and stopped_by_signal(status):
@@ -575,6 +589,11 @@ class Runner:
         else:
             self.failed.append(run)
             say(f'{progress} FAILED {run.name} (exit {status}); see {run.console}')
+
+    def finished(self, run):
+        """What is done with a finished run's folder: --keep_checkpoints."""
+        if self.keep_checkpoints == 'last':
+            run.prune_checkpoints()
 
 
 def final_r1(run):
@@ -809,8 +828,10 @@ def summary_rows(cells, choices=None):
 
 def summarise(out):
     """Write DIR/summary.csv, DIR/summary.md and DIR/curves.png from the runs' descriptors and
-    metrics files; name each missing seed (summary.md and stdout). Returns the summary rows
-    ([] when no run is complete: nothing written). InputError for a damaged metrics file or
+    metrics files (with held-out classes also DIR/holdout_curves.png, a table of every cell's
+    holdout MAP@R by epoch and, without --select, the cells at their chosen epochs); name each
+    missing seed (summary.md and stdout). Returns the summary rows ([] when no run is complete:
+    nothing written). InputError for a damaged metrics file or
     descriptor, or a summary that cannot be written."""
     descriptors = read_descriptors(out)
     cells = collect(out, descriptors)
@@ -819,7 +840,7 @@ def summarise(out):
         say(line)
     select = {flag for descriptor in descriptors for flag in descriptor.get('select') or ()}
     trained = trainers(out, descriptors, cells)
-    choices, curves = None, cells
+    choices, curves, candidates = None, cells, cells
     if select:
         tuned, choices = tune(cells, select)
         curves = {choice.cell: cells[choice.cell] for choice in choices.values()}
@@ -832,9 +853,20 @@ def summarise(out):
                             for rows in runs.values())
     markdown = markdown_table(table, vary_flags, trained, missing, holdout=bool(holdout),
                               select=sorted(select))
+    if holdout and not select:  # the same cells at the epoch the held-out classes choose
+        tuned, epochs = tune(cells, set())
+        markdown += '\n' + '\n'.join(chosen_epoch_table(*summary_rows(tuned, epochs))) + '\n'
+    if holdout:  # every candidate's curve on the held-out classes: where it levels off
+        holdout_curves = curve_series(candidates, HOLDOUT_MAP)
+        markdown += '\n' + '\n'.join(epoch_table(holdout_curves, HOLDOUT_MAP)) + '\n'
     write_summary(out, table, markdown)
+    # PlotError (an InputError) if unwritable
     plot_curves(curve_series(curves), os.path.join(out, 'curves.png'),
-                title='R@1: mean over seeds, 95% band')  # PlotError (an InputError) if unwritable
+                title='R@1: mean over seeds, 95% band')
+    if holdout:
+        plot_curves(holdout_curves, os.path.join(out, 'holdout_curves.png'),
+                    title=f'{HOLDOUT_MAP} of every cell: mean over seeds, 95% band',
+                    ylabel=HOLDOUT_MAP)
     return table
 
 
@@ -900,12 +932,31 @@ def markdown_table(table, vary_flags, commands=(), missing=(), holdout=False, se
     return '\n'.join(lines) + '\n'
 
 
-def curve_series(cells):
-    """Per cell, its mean R@1 at each epoch every run of it evaluated, with the half-width of
-    the 95% interval when it has several runs (utils.plot.Series)."""
+def chosen_epoch_table(table, vary_flags):
+    """Markdown lines: each cell at the epoch with its highest seed-mean holdout MAP@R, with
+    the paired Δ each at its own epoch (a study without --select)."""
+    header = (['loss', 'MMSI', 'pair weights'] + vary_flags + ['epoch', 'holdout MAP@R', 'n']
+              + list(METRICS) + [f'Δ {m}' for m in METRICS])
+    lines = ['At the epoch chosen on the held-out classes (the highest holdout MAP@R averaged '
+             'over seeds, per cell); Δ pairs each cell with its plain cell, each at its own '
+             'epoch:', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for row in table:
+        fields = [row['loss'], str(row['mmsi']), row['pair_weights']]
+        fields += [str(row[flag]) for flag in vary_flags]
+        fields += [str(row['chosen_epoch']), f'{row["holdout_MAP@R"]:.4f}', str(row['n'])]
+        fields += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in METRICS]
+        fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
+                   for m in METRICS]
+        lines.append('| ' + ' | '.join(fields) + ' |')
+    return lines
+
+
+def curve_series(cells, metric='R@1'):
+    """Per cell, its mean `metric` at each epoch every run of it evaluated, with the half-width
+    of the 95% interval when it has several runs (utils.plot.Series)."""
     series = []
     for cell in sorted(cells):
-        per_run = [{row['epoch']: row['R@1'] for row in evaluations(rows)}
+        per_run = [{row['epoch']: row[metric] for row in evaluations(rows) if metric in row}
                    for rows in cells[cell].values()]
         epochs = sorted(set.intersection(*(set(points) for points in per_run)))
         stats = [mean_ci([points[epoch] for points in per_run]) for epoch in epochs]
@@ -913,6 +964,20 @@ def curve_series(cells):
                              [mean for mean, _ in stats],
                              [half for _, half in stats] if len(per_run) > 1 else None))
     return series
+
+
+def epoch_table(series, metric):
+    """Markdown lines: each curve's seed-mean `metric` at every epoch, one row per cell (is
+    it still rising at the last epoch, or has it levelled off?)."""
+    epochs = sorted({epoch for curve in series for epoch in curve.x})
+    lines = [f'Seed-mean {metric} at each evaluation (every cell, every value tried):', '',
+             '| cell | ' + ' | '.join(f'ep {epoch}' for epoch in epochs) + ' |',
+             '|---|' + '---|' * len(epochs)]
+    for curve in series:
+        values = dict(zip(curve.x, curve.y))
+        lines.append(f'| {curve.label} | ' + ' | '.join(
+            f'{values[epoch]:.4f}' if epoch in values else '' for epoch in epochs) + ' |')
+    return lines
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -966,6 +1031,10 @@ def build_parser():
                         help='CPU threads per run (default: usable CPUs / jobs)')
     parser.add_argument('--quick', action='store_true',
                         help='seeds 0 1, stage 1 of 4 epochs, cells of 2 epochs')
+    parser.add_argument('--keep_checkpoints', choices=('all', 'last'), default='all',
+                        help='last: when a run finishes, delete its ckp_epN.pth.tar files but '
+                             'last.pth.tar and the stage-1 checkpoint the cells start from '
+                             '(a study of many runs then fits a small disk)')
     parser.add_argument('--extend', action='store_true',
                         help='allow a higher --epochs than the existing runs were trained for: '
                              'they continue to it (stage-1 runs are never extended)')
@@ -1074,7 +1143,7 @@ def run_grid(options, stage1, runs, command_line):
     try:
         settle_identities(stage1 + runs, options.extend)
         threads = options.threads or max(1, len(os.sched_getaffinity(0)) // options.jobs)
-        runner = Runner(options.jobs, threads, command_line, stop)
+        runner = Runner(options.jobs, threads, command_line, stop, options.keep_checkpoints)
         say(f'{len(stage1)} stage-1 runs and {len(runs)} cell runs; {options.jobs} at a time, '
             f'{threads} threads each; output in {options.out}')
         runner.run_all(stage1)

@@ -80,6 +80,14 @@ def test_select_picks_the_argmax_of_the_seed_mean_holdout_map_over_values_and_ep
     summary = (tmp_path / 'summary.md').read_text()
     assert 'Each cell is tuned: the values of lr and the epoch with the highest holdout MAP@R' \
         in summary and '| chosen lr | epoch | holdout MAP@R |' in summary
+    # Every value tried, by epoch (the plateau check), and its curves.
+    by_epoch = summary.split('Seed-mean holdout/MAP@R at each evaluation')[1]
+    assert '| cell | ep 0 | ep 1 | ep 2 |' in by_epoch
+    for (mmsi, lr), seeds in holdout.items():
+        label = f'MS {"MMSI gradient" if mmsi else "plain"} lr={lr} (n=2)'
+        means = ' | '.join(f'{(seeds[0][e] + seeds[1][e]) / 2:.4f}' for e in range(3))
+        assert f'| {label} | {means} |' in by_epoch, by_epoch
+    assert (tmp_path / 'holdout_curves.png').stat().st_size > 0
 
 
 def test_select_needs_held_out_classes(tmp_path, capsys):
@@ -97,9 +105,22 @@ def test_without_select_the_best_epoch_is_chosen_on_the_holdout_when_there_is_on
     for seed in (0, 1):
         write_run(tmp_path, 'MS', 0, 'none', seed, {0: 0.5, 1: 0.9, 2: 0.6},
                   holdout_by_epoch={0: 0.1, 1: 0.2, 2: 0.3})
-    [row] = compare.summarise(str(tmp_path))
-    assert row['best_epoch_mean'] == 2 and row['best_R@1_mean'] == pytest.approx(0.6)
-    assert 'chosen on held-out training classes' in (tmp_path / 'summary.md').read_text()
+        # MMSI: the seed-mean holdout MAP@R is highest at epoch 1 (0.25 against 0.2)
+        write_run(tmp_path, 'MS', 1, 'gradient', seed, {0: 0.5, 1: 0.7 + 0.1 * seed, 2: 0.4},
+                  holdout_by_epoch={0: 0.1, 1: 0.2 + 0.1 * seed, 2: 0.3 - 0.2 * seed})
+    plain, mmsi = compare.summarise(str(tmp_path))
+    assert plain['best_epoch_mean'] == 2 and plain['best_R@1_mean'] == pytest.approx(0.6)
+    summary = (tmp_path / 'summary.md').read_text()
+    assert 'chosen on held-out training classes' in summary
+    assert '| MS plain (n=2) | 0.1000 | 0.2000 | 0.3000 |' in summary
+    assert (tmp_path / 'holdout_curves.png').exists()
+    # The table at each cell's seed-mean choice: plain at epoch 2 (R@1 0.6), MMSI at epoch 1
+    # (R@1 0.7 and 0.8), Δ R@1 = 0.15 with the t interval of (0.1, 0.2).
+    chosen = summary.split('At the epoch chosen on the held-out classes')[1]
+    half = t.ppf(0.975, 1) * 0.05  # s = 0.0707 of two values, / sqrt(2)
+    assert '| MS | 0 | none | 2 | 0.3000 | 2 | 0.6000 ± 0.0000 |' in chosen, chosen
+    assert f'| MS | 1 | gradient | 1 | 0.2500 | 2 | 0.7500 ± {half:.4f} |' in chosen, chosen
+    assert f'| +0.1500 ± {half:.4f} |' in chosen, chosen
 
 
 def test_summary_from_known_metrics(tmp_path):
@@ -158,6 +179,8 @@ def test_summary_from_known_metrics(tmp_path):
     assert '- MS MMSI gradient: seed 3 missing (not finished)' in markdown
     assert f'{mean:+.4f} ± {half:.4f}' in markdown
     assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert not (tmp_path / 'holdout_curves.png').exists()  # no held-out classes
+    assert 'holdout/MAP@R at each evaluation' not in (tmp_path / 'summary.md').read_text()
 
 
 def test_a_fine_tuned_cell_takes_its_epoch_0_from_stage_1(tmp_path):
@@ -416,10 +439,12 @@ RELATIVE_OUT = 'harness_relative_out'  # also the folder that must not appear in
 def finished_grid(glyphs_root, tmp_path_factory):
     """(folder the harness ran in, its arguments, output) of a finished fine-tuning grid (stage
     1 and an MS plain and an MMSI cell, one seed, one epoch each) trained from another folder
-    than the repository with a relative --out. Tests copy it, never write into it."""
+    than the repository with a relative --out, keeping only the checkpoints a cell starts or
+    continues from. Tests copy it, never write into it."""
     base = tmp_path_factory.mktemp('relative')
     arguments = ['--out', RELATIVE_OUT, '--losses', 'MS', '--mmsi', '0', '1', '--seeds', '0',
-                 '--stage1_epochs', '1', '--jobs', '2', '--threads', '1', '--',
+                 '--stage1_epochs', '1', '--jobs', '2', '--threads', '1',
+                 '--keep_checkpoints', 'last', '--',
                  *tiny_flags(glyphs_root)]
     output = base / 'harness.txt'
     try:
@@ -447,6 +472,10 @@ def test_a_relative_out_from_another_folder_keeps_every_file_there(finished_grid
     for folder in ['stage1/MS_seed0'] + [f'runs/{cell}' for cell in cells]:
         assert (out / folder / 'last.pth.tar').exists() and (out / folder / compare.DONE).exists()
         assert (out / 'console' / f'{os.path.basename(folder)}.txt').exists()
+    # --keep_checkpoints last: the cells' epoch checkpoints are gone (the extend test below
+    # continues from last.pth.tar), the stage-1 checkpoint the cells start from is kept.
+    assert [p.name for p in (out / 'stage1' / 'MS_seed0').glob('ckp_ep*')] == ['ckp_ep1.pth.tar']
+    assert not any((out / 'runs' / cell / 'ckp_ep1.pth.tar').exists() for cell in cells)
     for cell in cells:  # fine-tuned from the stage-1 checkpoint, by its absolute path
         log = (out / 'runs' / cell / 'log.txt').read_text()
         assert f'--pretrained {out}/stage1/MS_seed0/ckp_ep1.pth.tar' in log
