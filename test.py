@@ -1,5 +1,5 @@
 """Evaluate a saved model on the test split: Recall@K, MAP@R, R-Precision and NMI (--nmi off to
-leave NMI out).
+leave NMI out); for a run with --holdout_classes also its held-out classes, as in training.
 
     python test.py --resume ckps/run/ckp_ep30.pth.tar [--data_root DataSet] [--device cuda]
 
@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 import DataSet
 import models
 from common.errors import InputError
-from common.log_format import format_recalls
+from common.log_format import HOLDOUT_PREFIX, format_recalls, holdout_line
 from evaluations import extract_features, recall_ks_for, split_metrics
-from MMSI_train import last_line
+from MMSI_train import holdout_metrics, last_line
 from utils.config import resolve
 
 
@@ -42,8 +42,14 @@ def evaluate_checkpoint(argv=None):
         return emb.to(device), labels.to(device)
     metrics = split_metrics(*embed(dataset.gallery), recall_ks_for(config.data),
                             *embed(dataset.query), nmi=config.nmi != 'off')
+    if dataset.holdout is not None:
+        metrics.update(holdout_metrics(*embed(dataset.holdout)))
     epoch = checkpoint.get('epoch', '?')
-    print(f'{config.resume} (epoch {epoch}) on {dataset.source}: {format_recalls(metrics)}')
+    test_only = {key: value for key, value in metrics.items()
+                 if not key.startswith(HOLDOUT_PREFIX)}
+    print(f'{config.resume} (epoch {epoch}) on {dataset.source}: {format_recalls(test_only)}')
+    if dataset.holdout is not None:
+        print(holdout_line(f'epoch {epoch}', metrics))
     return metrics
 
 

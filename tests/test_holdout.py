@@ -8,6 +8,7 @@ import torch
 
 import DataSet
 import MMSI_train
+import test as evaluate_script
 import utils.build
 from common.errors import InputError
 from tiny_run import metrics, run_args
@@ -72,7 +73,7 @@ def test_holdout_metrics_equal_a_plain_loop_over_the_same_embeddings(glyphs_root
 
 
 def test_a_run_never_trains_on_the_holdout_and_records_its_metrics(glyphs_root, tmp_path,
-                                                                   monkeypatch):
+                                                                   monkeypatch, capsys):
     validation_labels = []
     make_loaders = utils.build.make_loaders
 
@@ -109,6 +110,14 @@ def test_a_run_never_trains_on_the_holdout_and_records_its_metrics(glyphs_root, 
     for path, true, given in lines[1:]:
         assert int(true) == true_labels[path] and int(given) != int(true)
         assert int(given) in {1, 2, 3, 4}
+
+    # test.py evaluates the held-out classes of the run's checkpoint too, to the same numbers
+    evaluated = evaluate_script.evaluate_checkpoint(
+        ['--resume', str(save_dir / 'last.pth.tar'), '--data_root', glyphs_root,
+         '--nThreads', '0', '--progress', '0', '--nmi', 'off'])
+    for key in HOLDOUT_KEYS:
+        assert evaluated[key] == pytest.approx(rows[-1][key], abs=1e-6), key
+    assert 'Holdout epoch 1: R@1 ' in capsys.readouterr().out
 
 
 def test_label_noise_changes_training_labels_only(glyphs_root, tmp_path):
