@@ -143,3 +143,34 @@ def test_loader_workers_default_to_the_usable_cpus_at_most_16(monkeypatch, usabl
     monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(usable))
     monkeypatch.setattr(os, 'cpu_count', lambda: 128)
     assert parse_args([]).nThreads == workers
+
+
+def test_the_regimes_study_runs_its_parts_with_their_settings(tmp_path):
+    """benchmarks/regimes_study.sh with `echo` as Python: the harness commands it would run
+    (nothing is written)."""
+    def commands(**env):
+        environment = {key: value for key, value in os.environ.items() if key != 'OUT'}
+        result = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'regimes_study.sh')],
+                                env={**environment, 'PYTHON': 'echo', **env},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return [line for line in result.stdout.splitlines() if line.startswith('compare.py')]
+
+    a, a60, b, c = commands()
+    for command in (a, a60, b, c):
+        assert '--seeds 0 1 2' in command and '--keep_checkpoints last' in command
+    for command in (a, b, c):
+        assert '--losses MS --mmsi 0 1 --pair_weights gradient' in command
+    # a60: plain MS at a's largest learning rate, continued in a's folder to twice the epochs
+    assert '--out compare_output/regimes/a_holdout_lr' in a60 and '--mmsi 0 ' in a60
+    assert '--select lr=1e-4' in a60 and '--extend' in a60 and '--epochs 60' in a60
+    assert '--out compare_output/regimes/a_holdout_lr' in a
+    assert '--select lr=1e-5,3e-5,1e-4' in a and '--epochs 30 --save_step 3' in a
+    assert '--holdout_classes 20' in a and '--label_noise' not in a
+    assert '--data glyphs_many' in b and '--holdout_classes 200' in b and '--select' not in b
+    assert '--label_noise 0.3' in c and '--select' not in c and '--lr 3e-5' in c
+    assert '--lr 3e-5' in b and '--epochs 4 --save_step 1' in b
+    quick = commands(QUICK='1', PARTS='b', OFFICIAL='1', OUT=str(tmp_path))
+    assert len(quick) == 1 and '--seeds 0 1 ' in quick[0]
+    assert '--pair_weights official gradient' in quick[0]
+    assert f'--out {tmp_path}/b_many_classes' in quick[0]
