@@ -42,7 +42,8 @@ LONG_LR=${LONG_LR:-${LRS##*,}}
 
 part() {  # part NAME STAGE1_EPOCHS EPOCHS SAVE_STEP, then the variables for Run_compare.sh
   local name=$1 stage1=$2 epochs=$3 step=$4; shift 4
-  env OUT="$OUT/$name" STAGE1_EPOCHS="$stage1" EPOCHS="$epochs" SAVE_STEP="$step" "$@" \
+  # QUICK=0: Run_compare.sh's own QUICK (--quick) would override these epochs
+  env QUICK=0 OUT="$OUT/$name" STAGE1_EPOCHS="$stage1" EPOCHS="$epochs" SAVE_STEP="$step" "$@" \
     bash Run_compare.sh
 }
 

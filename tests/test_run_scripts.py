@@ -171,6 +171,7 @@ def test_the_regimes_study_runs_its_parts_with_their_settings(tmp_path):
     assert '--label_noise 0.3' in c and '--select' not in c and '--lr 3e-5' in c
     assert '--lr 3e-5' in b and '--epochs 4 --save_step 1' in b
     quick = commands(QUICK='1', PARTS='b', OFFICIAL='1', OUT=str(tmp_path))
-    assert len(quick) == 1 and '--seeds 0 1 ' in quick[0]
+    assert len(quick) == 1 and '--seeds 0 1 ' in quick[0] and '--quick' not in quick[0]
+    assert '--stage1_epochs 1 ' in quick[0] and '--epochs 1 ' in quick[0]
     assert '--pair_weights official gradient' in quick[0]
     assert f'--out {tmp_path}/b_many_classes' in quick[0]
