@@ -243,20 +243,32 @@ def write_atomically(folder, write, complete_marker):
     return folder
 
 
+def generate_once(folder, marker, generate, what):
+    """Run `generate()` (which writes `folder` whole, through a temporary folder) unless
+    `folder/marker` exists, announcing it as `what`; the seconds it took, or None when the
+    data set was there. Another process finishing it first (FileExistsError) is not an error."""
+    if os.path.isfile(os.path.join(folder, marker)):
+        return None
+    print(f'Generating {what} ...', flush=True)
+    start = time.time()
+    try:
+        generate()
+    except FileExistsError:  # another process may have finished it since we looked
+        if not os.path.isfile(os.path.join(folder, marker)):
+            raise
+    return time.time() - start
+
+
 def ensure_glyphs(root, seed=0, **kwargs):
     """`root/Glyphs`, generated first (see `generate_glyphs` for kwargs) when it has no
     images.txt."""
     folder = os.path.join(root, 'Glyphs')
-    if not os.path.isfile(os.path.join(folder, 'images.txt')):
-        print(f'Generating the Glyphs demo data set in {folder} (seed {seed}) ...', flush=True)
-        start = time.time()
-        try:
-            generate_glyphs(folder, seed=seed, **kwargs)
-        except FileExistsError:  # another process may have finished it since we looked
-            if not os.path.isfile(os.path.join(folder, 'images.txt')):
-                raise
+    seconds = generate_once(folder, 'images.txt',
+                            lambda: generate_glyphs(folder, seed=seed, **kwargs),
+                            f'the Glyphs demo data set in {folder} (seed {seed})')
+    if seconds is not None:
         with open(os.path.join(folder, 'images.txt'), encoding='ascii') as f:
             num_images = sum(1 for _ in f)
         print(f'Glyphs: {num_images} images of {len(GLYPH_CLASSES)} classes written in '
-              f'{time.time() - start:.1f} s', flush=True)
+              f'{seconds:.1f} s', flush=True)
     return folder

@@ -27,7 +27,6 @@ The same seed gives byte-identical files. `ensure_glyphs_many(root)` makes `root
 on first use.
 """
 import os
-import time
 import unicodedata
 import warnings
 from functools import lru_cache
@@ -35,8 +34,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from DataSet.glyphs import (FONT_DIR, _face, font_paths, has_glyph, jitter_image, render_glyph,
-                            write_atomically)
+from DataSet.glyphs import (FONT_DIR, _face, font_paths, generate_once, has_glyph, jitter_image,
+                            render_glyph, write_atomically)
 
 FOLDER = 'GlyphsMany'
 REFERENCE_FONT = 'DejaVuSans.ttf'
@@ -217,13 +216,9 @@ def generate_glyphs_many(folder, seed=0, num_classes=None, image_size=IMAGE_SIZE
 def ensure_glyphs_many(root, seed=0, **kwargs):
     """`root/GlyphsMany`, generated first when it has no Ebay_test.txt."""
     folder = os.path.join(root, FOLDER)
-    if not os.path.isfile(os.path.join(folder, 'Ebay_test.txt')):
-        print(f'Generating the GlyphsMany data set in {folder} (seed {seed}) ...', flush=True)
-        start = time.time()
-        try:
-            generate_glyphs_many(folder, seed=seed, **kwargs)
-        except FileExistsError:  # another process may have finished it since we looked
-            if not os.path.isfile(os.path.join(folder, 'Ebay_test.txt')):
-                raise
-        print(f'GlyphsMany written in {time.time() - start:.1f} s', flush=True)
+    seconds = generate_once(folder, 'Ebay_test.txt',
+                            lambda: generate_glyphs_many(folder, seed=seed, **kwargs),
+                            f'the GlyphsMany data set in {folder} (seed {seed})')
+    if seconds is not None:
+        print(f'GlyphsMany written in {seconds:.1f} s', flush=True)
     return folder
