@@ -49,8 +49,9 @@ from utils.args import flag_names, mmsi_only_flags, positive_float, positive_int
 from utils.config import NOT_INHERITED, parse_args, resolve
 from utils.logger import METRICS_FILE, read_metrics
 from utils.plot import Series, plot_curves
-from utils.run_folder import (EPOCH_CHECKPOINT, atomic_write_text, epoch_checkpoint_name,
-                              folder_in_use, newest_checkpoint_in, run_files)
+from utils.run_folder import (EPOCH_CHECKPOINT, LAST_CHECKPOINT, atomic_write_text,
+                              epoch_checkpoint_name, folder_in_use, newest_checkpoint_in,
+                              run_files)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # where MMSI_train.py is
 TRAINER = os.path.join(ROOT, 'MMSI_train.py')  # what every run executes
@@ -112,6 +113,17 @@ class Cell(NamedTuple):
         MMSI-only) that this cell's paired differences are taken against."""
         return Cell(self.loss, 0, 'none',
                     tuple((flag, value) for flag, value in self.vary if flag not in mmsi_flags))
+
+    def sort_key(self):
+        """Tables list cells by loss, MMSI, pair weights, then values: numbers in numeric
+        order (lr 1e-5, 3e-5, 1e-4), not as text (1e-4, 1e-5, 3e-4, 3e-5)."""
+        def value_key(value):
+            try:
+                return (0, float(value), value)
+            except ValueError:
+                return (1, 0.0, value)
+        return (self.loss, self.mmsi, self.pair_weights,
+                tuple((flag, value_key(value)) for flag, value in self.vary))
 
     def label(self):
         label = f'{self.loss} ' + (f'MMSI {self.pair_weights}' if self.mmsi else 'plain')
@@ -258,10 +270,18 @@ class Run:
         one its cells fine-tune from (a stage-1 run). last.pth.tar stays: an --extend continues
         from it. The summary reads only metrics.jsonl, so a grid then needs one or two
         checkpoints' space per run instead of one per evaluation."""
+        names = sorted(os.listdir(self.dir))
+        if LAST_CHECKPOINT not in names:  # nothing else to continue from: keep them all
+            say(f'warning: {self.name}: no {LAST_CHECKPOINT}, so its epoch checkpoints are kept '
+                f'(--keep_checkpoints last)')
+            return
         keep = epoch_checkpoint_name(self.args.epochs) if self.is_stage1 else None
-        for name in sorted(os.listdir(self.dir)):
+        for name in names:
             if EPOCH_CHECKPOINT.fullmatch(name) and name != keep:
-                os.remove(os.path.join(self.dir, name))
+                try:
+                    os.remove(os.path.join(self.dir, name))
+                except OSError as err:  # disk space is not worth stopping the grid for
+                    say(f'warning: {self.name}: could not delete {name} ({err.strerror})')
 
 
 def read_descriptor(path):
@@ -794,7 +814,7 @@ def summary_rows(cells, choices=None):
     select_flags = sorted({flag for choice in (choices or {}).values()
                            for flag, _ in choice.cell.vary} - set(vary_flags))
     table = []
-    for cell in sorted(cells):
+    for cell in sorted(cells, key=Cell.sort_key):
         runs = cells[cell]
         seeds = sorted(runs)
         row = {'loss': cell.loss, 'mmsi': cell.mmsi, 'pair_weights': cell.pair_weights}
@@ -955,7 +975,7 @@ def curve_series(cells, metric='R@1'):
     """Per cell, its mean `metric` at each epoch every run of it evaluated, with the half-width
     of the 95% interval when it has several runs (utils.plot.Series)."""
     series = []
-    for cell in sorted(cells):
+    for cell in sorted(cells, key=Cell.sort_key):
         per_run = [{row['epoch']: row[metric] for row in evaluations(rows) if metric in row}
                    for rows in cells[cell].values()]
         epochs = sorted(set.intersection(*(set(points) for points in per_run)))

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+from pathlib import Path
 import shutil
 import signal
 import subprocess
@@ -206,6 +207,49 @@ def test_a_fine_tuned_cell_takes_its_epoch_0_from_stage_1(tmp_path):
     # a run that evaluated its epoch 0 itself keeps its own
     assert compare.starting_rows(str(stage1), [{'epoch': 0, 'R@1': 0.1}]) == [
         {'epoch': 0, 'R@1': 0.1}]
+
+
+def test_keep_checkpoints_last_never_deletes_what_a_run_continues_or_starts_from(
+        tmp_path, capsys):
+    options = compare.build_parser().parse_args(['--out', str(tmp_path), '--losses', 'MS',
+                                                 '--mmsi', '0', '--seeds', '0',
+                                                 '--stage1_epochs', '2'])
+    (stage1,), (cell,) = compare.plan(options, ['--data', 'glyphs', '--epochs', '3'])
+
+    def fill(run, names):
+        os.makedirs(run.dir, exist_ok=True)
+        for name in names:
+            (Path(run.dir) / name).write_bytes(b'x')
+
+    epochs = ['ckp_ep1.pth.tar', 'ckp_ep2.pth.tar', 'ckp_ep3.pth.tar']
+    fill(cell, epochs + ['log.txt', 'metrics.jsonl', 'last.pth.tar'])
+    fill(stage1, epochs[:2] + ['last.pth.tar', 'ckp_ep2.pth.tar.tmp'])
+    for run in (cell, stage1):
+        run.prune_checkpoints()
+    assert sorted(os.listdir(cell.dir)) == ['last.pth.tar', 'log.txt', 'metrics.jsonl']
+    # the stage-1 checkpoint the cells fine-tune from stays; a file not a checkpoint too
+    assert sorted(os.listdir(stage1.dir)) == ['ckp_ep2.pth.tar', 'ckp_ep2.pth.tar.tmp',
+                                              'last.pth.tar']
+    # without last.pth.tar the epoch checkpoints are all the run could continue from: kept
+    os.remove(Path(cell.dir) / 'last.pth.tar')
+    fill(cell, epochs)
+    cell.prune_checkpoints()
+    assert sorted(os.listdir(cell.dir)) == sorted(epochs + ['log.txt', 'metrics.jsonl'])
+    assert f'warning: {cell.name}: no last.pth.tar' in capsys.readouterr().out
+
+
+def test_tables_list_the_values_of_a_flag_in_numeric_order():
+    cells = [compare.Cell.make('MS', mmsi, 'gradient' if mmsi else 'none', {'lr': lr})
+             for mmsi in (1, 0) for lr in ('3e-5', '1e-4', 'auto', '1e-5', '3e-4')]
+    ordered = [(cell.mmsi, dict(cell.vary)['lr']) for cell in
+               sorted(cells, key=compare.Cell.sort_key)]
+    assert ordered == [(mmsi, lr) for mmsi in (0, 1)
+                       for lr in ('1e-5', '3e-5', '1e-4', '3e-4', 'auto')]
+    table = compare.epoch_table(compare.curve_series(
+        {cell: {0: [{'epoch': 1, 'R@1': 0.5}]} for cell in cells}), 'R@1')
+    labels = [line.split(' | ')[0] for line in table if line.startswith('| MS')]
+    assert labels[:3] == ['| MS plain lr=1e-5 (n=1)', '| MS plain lr=3e-5 (n=1)',
+                          '| MS plain lr=1e-4 (n=1)']
 
 
 def test_grid_cells_resolve_pair_weights_and_vary():
