@@ -270,6 +270,10 @@ class Run:
         one its cells fine-tune from (a stage-1 run). last.pth.tar stays: an --extend continues
         from it. The summary reads only metrics.jsonl, so a grid then needs one or two
         checkpoints' space per run instead of one per evaluation."""
+        if self.in_use():  # a training started by hand in a finished run's folder
+            say(f'warning: {self.name}: a training holds its folder, so its checkpoints are kept '
+                f'(--keep_checkpoints last)')
+            return
         names = sorted(os.listdir(self.dir))
         if LAST_CHECKPOINT not in names:  # nothing else to continue from: keep them all
             say(f'warning: {self.name}: no {LAST_CHECKPOINT}, so its epoch checkpoints are kept '

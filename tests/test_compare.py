@@ -236,6 +236,16 @@ def test_keep_checkpoints_last_never_deletes_what_a_run_continues_or_starts_from
     cell.prune_checkpoints()
     assert sorted(os.listdir(cell.dir)) == sorted(epochs + ['log.txt', 'metrics.jsonl'])
     assert f'warning: {cell.name}: no last.pth.tar' in capsys.readouterr().out
+    # a training that holds the folder (its log's lock) keeps everything, last.pth.tar or not
+    fill(cell, ['last.pth.tar'])
+    with open(Path(cell.dir) / 'log.txt', 'a') as log:
+        fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cell.prune_checkpoints()
+    assert sorted(os.listdir(cell.dir)) == sorted(epochs + ['last.pth.tar', 'log.txt',
+                                                           'metrics.jsonl'])
+    assert f'warning: {cell.name}: a training holds its folder' in capsys.readouterr().out
+    cell.prune_checkpoints()  # let go: pruned
+    assert sorted(os.listdir(cell.dir)) == ['last.pth.tar', 'log.txt', 'metrics.jsonl']
 
 
 def test_tables_list_the_values_of_a_flag_in_numeric_order():
