@@ -555,7 +555,7 @@ class Runner:
         for run in runs:
             if run.finished:
                 say(f'skip {run.name}: finished')
-                self.finished(run)
+                self.tidy(run)
         queue = [run for run in runs if not run.finished]
         self.total, self.done = len(queue), 0
         running = []
@@ -604,7 +604,7 @@ class Runner:
         progress = f'[{self.done}/{self.total}]'
         if status == 0:
             open(os.path.join(run.dir, DONE), 'w').close()
-            self.finished(run)
+            self.tidy(run)
             say(f'{progress} done {run.name} in {time.time() - training.started:.0f}s: '
                 f'{final_r1(run)}')
         elif training.forwarded and stopped_by_signal(status):
@@ -614,7 +614,7 @@ class Runner:
             self.failed.append(run)
             say(f'{progress} FAILED {run.name} (exit {status}); see {run.console}')
 
-    def finished(self, run):
+    def tidy(self, run):
         """What is done with a finished run's folder: --keep_checkpoints."""
         if self.keep_checkpoints == 'last':
             run.prune_checkpoints()
@@ -864,12 +864,12 @@ def summarise(out):
         say(line)
     select = {flag for descriptor in descriptors for flag in descriptor.get('select') or ()}
     trained = trainers(out, descriptors, cells)
-    choices, curves, candidates = None, cells, cells
-    if select:
-        tuned, choices = tune(cells, select)
+    if select:  # each cell reported at its chosen values and epoch
+        reported, choices = tune(cells, select)
         curves = {choice.cell: cells[choice.cell] for choice in choices.values()}
-        cells = tuned
-    table, vary_flags = summary_rows(cells, choices)
+    else:
+        reported, choices, curves = cells, None, cells
+    table, vary_flags = summary_rows(reported, choices)
     if not table:
         complain(f'no complete run under {out}/runs yet: no summary')
         return table
@@ -881,7 +881,7 @@ def summarise(out):
         tuned, epochs = tune(cells, set())
         markdown += '\n' + '\n'.join(chosen_epoch_table(*summary_rows(tuned, epochs))) + '\n'
     if holdout:  # every candidate's curve on the held-out classes: where it levels off
-        holdout_curves = curve_series(candidates, HOLDOUT_MAP)
+        holdout_curves = curve_series(cells, HOLDOUT_MAP)
         markdown += '\n' + '\n'.join(epoch_table(holdout_curves, HOLDOUT_MAP)) + '\n'
     write_summary(out, table, markdown)
     # PlotError (an InputError) if unwritable
@@ -932,25 +932,7 @@ def markdown_table(table, vary_flags, commands=(), missing=(), holdout=False, se
         lines += ['Mean ± half-width of the 95% confidence interval (t distribution, n seeds) at '
                   f'the last evaluation; "best" is the evaluation with {chosen_on}; Δ is the '
                   'paired difference to the same loss without MMSI, seed by seed.', '']
-    chosen = [f'chosen {flag}' for flag in select] + (['epoch', 'holdout MAP@R'] if select
-                                                      else [])
-    header = (['loss', 'MMSI', 'pair weights'] + vary_flags + chosen + ['n'] + list(METRICS)
-              + ['best R@1 (epoch)'] + [f'Δ {m}' for m in METRICS])
-    lines.append('| ' + ' | '.join(header) + ' |')
-    lines.append('|' + '---|' * len(header))
-    for row in table:
-        fields = [row['loss'], str(row['mmsi']), row['pair_weights']]
-        fields += [str(row[flag]) for flag in vary_flags]
-        if select:
-            fields += [str(row.get(f'chosen_{flag}', '')) for flag in select]
-            fields += [str(row['chosen_epoch']), f'{row["holdout_MAP@R"]:.4f}']
-        fields += [str(row['n'])]
-        fields += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in METRICS]
-        fields.append(f'{format_ci(row["best_R@1_mean"], row["best_R@1_ci95"])} '
-                      f'({row["best_epoch_mean"]:.1f})')
-        fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
-                   for m in METRICS]
-        lines.append('| ' + ' | '.join(fields) + ' |')
+    lines += table_lines(table, vary_flags, select, chosen=bool(select), best=True)
     if missing:
         lines += ['', 'Missing runs (left out of the table):', ''] + [f'- {m}' for m in missing]
     return '\n'.join(lines) + '\n'
@@ -959,16 +941,32 @@ def markdown_table(table, vary_flags, commands=(), missing=(), holdout=False, se
 def chosen_epoch_table(table, vary_flags):
     """Markdown lines: each cell at the epoch with its highest seed-mean holdout MAP@R, with
     the paired Δ each at its own epoch (a study without --select)."""
-    header = (['loss', 'MMSI', 'pair weights'] + vary_flags + ['epoch', 'holdout MAP@R', 'n']
-              + list(METRICS) + [f'Δ {m}' for m in METRICS])
-    lines = ['At the epoch chosen on the held-out classes (the highest holdout MAP@R averaged '
+    return (['At the epoch chosen on the held-out classes (the highest holdout MAP@R averaged '
              'over seeds, per cell); Δ pairs each cell with its plain cell, each at its own '
-             'epoch:', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+             'epoch:', '']
+            + table_lines(table, vary_flags, chosen=True, best=False))
+
+
+def table_lines(table, vary_flags, select=(), chosen=False, best=True):
+    """Markdown header and rows of summary rows: the cell, the chosen values of `select` and
+    (`chosen`) the chosen epoch with its holdout MAP@R, n, the metrics, (`best`) the best R@1
+    and its epoch, and the paired Δ."""
+    header = (['loss', 'MMSI', 'pair weights'] + vary_flags
+              + [f'chosen {flag}' for flag in select]
+              + (['epoch', 'holdout MAP@R'] if chosen else []) + ['n'] + list(METRICS)
+              + (['best R@1 (epoch)'] if best else []) + [f'Δ {m}' for m in METRICS])
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for row in table:
         fields = [row['loss'], str(row['mmsi']), row['pair_weights']]
         fields += [str(row[flag]) for flag in vary_flags]
-        fields += [str(row['chosen_epoch']), f'{row["holdout_MAP@R"]:.4f}', str(row['n'])]
+        fields += [str(row.get(f'chosen_{flag}', '')) for flag in select]
+        if chosen:
+            fields += [str(row['chosen_epoch']), f'{row["holdout_MAP@R"]:.4f}']
+        fields += [str(row['n'])]
         fields += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in METRICS]
+        if best:
+            fields.append(f'{format_ci(row["best_R@1_mean"], row["best_R@1_ci95"])} '
+                          f'({row["best_epoch_mean"]:.1f})')
         fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
                    for m in METRICS]
         lines.append('| ' + ' | '.join(fields) + ' |')
