@@ -156,30 +156,29 @@ def test_the_regimes_study_runs_its_parts_with_their_settings(tmp_path):
         assert result.returncode == 0, result.stderr
         return [line for line in result.stdout.splitlines() if line.startswith('compare.py')]
 
-    a, b, c = commands()  # the plateau checks only when asked for
-    a60, b12 = commands(PARTS='a60 b12')
-    for command in (a, a60, b, b12, c):
-        assert '--seeds 0 1 2' in command and '--keep_checkpoints last' in command
+    a, b, c = commands()
     for command in (a, b, c):
+        assert '--seeds 0 1 2' in command and '--keep_checkpoints last' in command
         assert '--losses MS --mmsi 0 1 --pair_weights gradient' in command
-    # The plateau checks: plain MS for longer, each in a folder of its own (extending its part's
-    # runs would make a rerun of the part refuse them: their epochs changed)
-    assert '--out compare_output/regimes/a_plateau' in a60 and '--mmsi 0 ' in a60
-    assert '--select lr=3e-4' in a60 and '--extend' not in a60
-    assert '--epochs 60 --save_step 6' in a60 and '--holdout_classes 20' in a60
-    assert '--out compare_output/regimes/b_plateau' in b12 and '--mmsi 0 ' in b12
-    assert '--data glyphs_many' in b12 and '--holdout_classes 200' in b12
-    assert '--lr 3e-5' in b12 and '--epochs 12 --save_step 2' in b12 and '--extend' not in b12
+        # every part starts from a stage 1 long enough for plain MS to near its plateau
+        assert '--stage1_lr 3e-4' in command and '--jobs 3 ' in command
     assert '--out compare_output/regimes/a_holdout_lr' in a
-    assert '--select lr=1e-5,3e-5,1e-4,3e-4' in a and '--epochs 30 --save_step 3' in a
+    assert '--select lr=1e-5,3e-5,1e-4,3e-4' in a and '--stage1_epochs 150 ' in a
+    assert '--epochs 12 --save_step 3' in a
     assert '--holdout_classes 20' in a and '--label_noise' not in a
-    assert '--data glyphs_many' in b and '--holdout_classes 200' in b and '--select' not in b
-    assert '--label_noise 0.3' in c and '--select' not in c and '--lr 3e-5' in c
-    assert '--lr 3e-5' in b and '--epochs 4 --save_step 1' in b
+    assert '--data glyphs_many' in b and '--holdout_classes 200' in b
+    assert '--select lr=3e-5,1e-4' in b and '--stage1_epochs 16 ' in b
+    assert '--epochs 2 --save_step 1' in b
+    assert '--label_noise 0.3' in c and '--select lr=3e-5,1e-4' in c
+    assert '--stage1_epochs 150 ' in c and '--holdout_classes 20' in c
+    unknown = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'regimes_study.sh')],
+                             env={**os.environ, 'PYTHON': 'echo', 'PARTS': 'a60'},
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "unknown part 'a60'" in unknown.stderr
     quick = commands(QUICK='1', PARTS='b', OFFICIAL='1', OUT=str(tmp_path))
     assert len(quick) == 1 and '--seeds 0 1 ' in quick[0] and '--quick' not in quick[0]
     assert '--stage1_epochs 1 ' in quick[0] and '--epochs 1 ' in quick[0]
     # QUICK's b trains on 100 of GlyphsMany's classes, MMSI updating after 50
     assert quick[0].endswith('--holdout_classes 1157 --dict_min_classes 50')
-    assert '--pair_weights official gradient' in quick[0]
+    assert '--pair_weights official gradient' in quick[0] and '--select lr=3e-4 ' in quick[0]
     assert f'--out {tmp_path}/b_many_classes' in quick[0]
