@@ -170,7 +170,7 @@ def test_the_regimes_study_runs_its_parts_with_their_settings(tmp_path):
     assert '--epochs 12 --save_step 3' in a
     assert '--holdout_classes 20' in a and '--label_noise' not in a
     assert '--data glyphs_many' in b and '--holdout_classes 200' in b
-    assert '--select lr=3e-5,1e-4' in b and '--stage1_epochs 16 ' in b
+    assert '--select lr=3e-5,1e-4' in b and '--stage1_epochs 48 ' in b
     assert '--epochs 2 --save_step 1' in b
     assert '--label_noise 0.3' in c and '--select lr=3e-5,1e-4' in c
     assert '--stage1_epochs 150 ' in c and '--holdout_classes 20' in c
