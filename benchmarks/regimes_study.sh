@@ -8,10 +8,11 @@
 #   c  Glyphs with 30 % label noise (the stage 1 trains on the noisy labels too), 20 classes
 #      held out, tuned over 2 learning rates
 # Every part starts each seed's cells from a plain-MS stage 1 trained at lr 3e-4 from random
-# weights, long enough for plain MS to reach its plateau on the held-out classes (1,500
-# iterations on Glyphs, 6,336 on GlyphsMany, where it levels off more slowly: that part alone
-# takes about 1.5 hours, and the study exceeds the 2.5 hours issue 19 set). The question is then "does MMSI improve a converged model?"; each summary's holdout curves show
-# where plain MS stands. (Until 2026-11-30 the stage 1 was 120 iterations at 1e-4, and plain MS was still
+# weights, long enough for plain MS to reach its plateau on the held-out classes: 1,500
+# iterations on Glyphs, 6,336 on GlyphsMany, where it levels off more slowly (that part alone
+# takes about 1.5 hours, and the study exceeds the 2.5 hours issue 19 set). The question is
+# then "does MMSI improve a converged model?"; each summary's holdout curves show where plain
+# MS stands. (Until 2026-11-30 the stage 1 was 120 iterations at 1e-4, and plain MS was still
 # gaining when the cells ended.)
 # PARTS="a b c" (the default) runs some of them; each part has its own folder under OUT and is
 # resumable: rerun the same command after a stop (Ctrl-C / SIGTERM: the trainings save first).
