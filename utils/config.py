@@ -24,20 +24,18 @@ from common.errors import InputError
 from DataSet.noise import noisy_labels
 from DataSet.specs import warmup_classes
 from models.pretrained import resolve_pretrained
-from utils import run_folder
-from utils.args import build_parser, import_loss_module
-from utils.checkpoint import FORMAT
-from utils.run_folder import load_checkpoint
+from utils.args import (FIXED_IN_RUN, FIXED_WITHIN_EPOCH, NOT_COMPARED, NOT_INHERITED,
+                        OFFICIAL_LOSS, build_parser, flags_with, import_loss_module)
+from utils.checkpoint import is_ours, load_checkpoint, newest_checkpoint_in
 from utils.sampler import check_batch_size
 from utils.tracking import check_backends
 
-# Not taken from the checkpoint on --resume: decisions of this invocation, and this machine's.
-NOT_INHERITED = ('resume', 'overwrite', 'nThreads', 'device')
-# What a run keeps from its start to its end; and, in the middle of an epoch, the batches.
-FIXED_IN_A_RUN = ('data', 'net', 'dim', 'loss', 'loss_parameters', 'loss_module', 'MMSI',
-                  'pair_weights', 'seed', 'holdout_classes', 'label_noise', 'noise_seed')
-FIXED_WITHIN_AN_EPOCH = ('batch_size', 'num_instances')
-OFFICIAL_LOSS_FLAGS = ('margin', 'alpha', 'beta')
+# The flags' roles on --resume (inherited, compared, fixed) are declared with the flags, in
+# utils/args.py. Two values resolve_loss_flags derives are not flags: the loss's parameters,
+# compared with the checkpoint's by their effect (as LOSS_PARAMETERS, which a run cannot
+# change), and the official loss flags the loss ignores, which change nothing.
+LOSS_PARAMETERS = 'loss_parameters'
+DERIVED_LOSS_VALUES = ('loss_params', 'ignored_loss_flags')
 # float32 holds up to 3.4e38; Adam's first step is 10 times the rate (bias correction).
 MAX_LEARNING_RATE = 3e37
 
@@ -101,19 +99,19 @@ class Resolved(NamedTuple):
 
 def parse_flags(argv=None, **defaults):
     """The flags of `argv` with the checkpoint's arguments as defaults on --resume (except
-    NOT_INHERITED), and the checkpoint. `defaults` override the flags' defaults (train.py:
-    MMSI=0; MMSI_SOP_train.py: the SOP configuration)."""
+    the flags not inherited), and the checkpoint. `defaults` override the flags' defaults
+    (train.py: MMSI=0; MMSI_SOP_train.py: the SOP configuration)."""
     parser = build_parser(**defaults)
     flags = parser.parse_args(argv)
     # --resume auto: a batch system that requeues a preempted job reruns the same command; the
     # first launch starts the run (no checkpoint yet), every later one continues it
-    resume = (run_folder.newest_checkpoint_in(flags.save_dir) if flags.resume == AUTO
+    resume = (newest_checkpoint_in(flags.save_dir) if flags.resume == AUTO
               else flags.resume)
     checkpoint = load_checkpoint(resume) if resume else None
     if ours(checkpoint):
-        known = vars(flags)
+        known, not_inherited = vars(flags), flags_with(NOT_INHERITED)
         parser.set_defaults(**{key: value for key, value in checkpoint['args'].items()
-                               if key in known and key not in NOT_INHERITED})
+                               if key in known and key not in not_inherited})
         parser.set_defaults(**defaults)
         flags = parser.parse_args(argv)
     flags.resume = resume
@@ -124,7 +122,7 @@ AUTO = 'auto'
 
 
 def ours(checkpoint):
-    return checkpoint is not None and checkpoint.get('format') == FORMAT
+    return is_ours(checkpoint)  # utils/checkpoint.py owns the format
 
 
 def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
@@ -135,61 +133,62 @@ def resolve(argv=None, *, read_data=True, evaluate_only=False, **defaults):
     dictionary capacity stay as given). `evaluate_only`: for test.py, which reads a checkpoint
     to evaluate it: the loss, the training-only checks and the refusal of changed flags are
     left out."""
+    # `flags` is resolved in place, then frozen into the Config
     flags, checkpoint = parse_flags(argv, **defaults)
-    values = vars(flags)
-    values['seed'] = resolve_seed(flags, checkpoint)
-    values['noise_seed'] = values['seed'] if flags.noise_seed is None else flags.noise_seed
-    values['meta_lr'] = flags.lr if flags.meta_lr is None else flags.meta_lr
-    values['device'] = resolve_device(flags.device)
+    flags.seed = resolve_seed(flags, checkpoint)
+    if flags.noise_seed is None:
+        flags.noise_seed = flags.seed
+    if flags.meta_lr is None:
+        flags.meta_lr = flags.lr
+    flags.device = resolve_device(flags.device)
     if ours(checkpoint):  # a resumed run has its weights: what it started from stays as saved
-        values['pretrained'] = checkpoint['args'].get('pretrained')
+        flags.pretrained = checkpoint['args'].get('pretrained')
     changes = ()
     if not evaluate_only:
-        values.update(resolve_loss_flags(flags))
-        changes = changed_flags(values, checkpoint)
+        vars(flags).update(resolve_loss_flags(flags))
+        changes = changed_flags(flags, checkpoint)
         refuse_fixed_changes(changes, flags.resume, checkpoint)
-        check_training_flags(values)
+        check_training_flags(flags)
     splits = None
     if read_data:
-        splits = training_split(DataSet.read_splits(flags.data, flags.data_root), values,
+        splits = training_split(DataSet.read_splits(flags.data, flags.data_root), flags,
                                 evaluate_only)
         num_classes = len({label for _, label in splits.train})
         if flags.dict_min_classes is None:
-            values['dict_min_classes'] = warmup_classes(flags.data, num_classes)
-        values['dict_capacity'] = flags.dict_capacity or num_classes * flags.d_size
+            flags.dict_min_classes = warmup_classes(flags.data, num_classes)
+        flags.dict_capacity = flags.dict_capacity or num_classes * flags.d_size
         if not evaluate_only:
-            check_against_data(values, num_classes)
+            check_against_data(flags, num_classes)
             if checkpoint is None:  # a resumed run takes its weights from the checkpoint
                 # last: it may download the ImageNet file, which no other check should wait for
-                values['pretrained'] = resolve_pretrained(flags.net, flags.data,
-                                                          flags.pretrained)
-    return Resolved(Config(**values), checkpoint, splits, changes)
+                flags.pretrained = resolve_pretrained(flags.net, flags.data, flags.pretrained)
+    return Resolved(Config(**vars(flags)), checkpoint, splits, changes)
 
 
-def training_split(splits, values, evaluate_only=False):
+def training_split(splits, flags, evaluate_only=False):
     """`splits` with the last --holdout_classes training classes moved to `.holdout`, then
     --label_noise applied to the remaining training items (DataSet/noise.py, seed
     --noise_seed; the changes in `.relabelled`). InputError naming --holdout_classes when too
     few training classes would remain."""
-    count = values['holdout_classes']
+    count = flags.holdout_classes
     total = len({label for _, label in splits.train})
     if count:
         remaining = total - count
         needed = [(2, 'at least 2')]
         if not evaluate_only:
-            needed.append((values['batch_size'] // values['num_instances'],
-                           f'--batch_size {values["batch_size"]} / --num_instances '
-                           f'{values["num_instances"]}'))
-            if values['MMSI']:
-                needed.append((values['val_batch_size'] // values['val_num_instances'],
-                               f'--val_batch_size {values["val_batch_size"]} / '
-                               f'--val_num_instances {values["val_num_instances"]}'))
+            needed.append((flags.batch_size // flags.num_instances,
+                           f'--batch_size {flags.batch_size} / --num_instances '
+                           f'{flags.num_instances}'))
+            if flags.MMSI:
+                needed.append((flags.val_batch_size // flags.val_num_instances,
+                               f'--val_batch_size {flags.val_batch_size} / '
+                               f'--val_num_instances {flags.val_num_instances}'))
         for classes, what in needed:
             if remaining < classes:
                 raise InputError(f'--holdout_classes {count} leaves {max(remaining, 0)} of the '
                                  f'{total} training classes; training needs {classes} ({what})')
     train, holdout = DataSet.hold_out_classes(splits.train, count)
-    train, relabelled = noisy_labels(train, values['label_noise'], values['noise_seed'])
+    train, relabelled = noisy_labels(train, flags.label_noise, flags.noise_seed)
     return splits._replace(train=train, holdout=holdout, relabelled=tuple(relabelled))
 
 
@@ -232,7 +231,7 @@ def resolve_loss_flags(flags):
         raise InputError(f'--loss {flags.loss!r}: give the loss itself ({rule}); the trainers '
                          f'build its forms')
     declared = losses.parameters(rule)
-    given = {flag: getattr(flags, flag) for flag in OFFICIAL_LOSS_FLAGS
+    given = {flag: getattr(flags, flag) for flag in flags_with(OFFICIAL_LOSS)
              if getattr(flags, flag) is not None}
     extra = dict(flags.loss_param)
     repeated = sorted({name for name, _ in flags.loss_param
@@ -256,7 +255,7 @@ def resolve_loss_flags(flags):
                 pair_weights=losses.resolve_pair_weights(rule, flags.pair_weights))
 
 
-def changed_flags(values, checkpoint):
+def changed_flags(flags, checkpoint):
     """The flags whose resolved value differs from the checkpoint's (the one comparison of
     saved and given flags: the refusal below and the log's "Changed since the checkpoint"
     line both read it). The loss's parameters are compared by their effect: `--margin 0.5` on
@@ -264,21 +263,16 @@ def changed_flags(values, checkpoint):
     if not ours(checkpoint):
         return ()
     saved = dict(checkpoint['args'], seed=checkpoint.get('seed'))
-    changes = [Change(name, saved[name], value) for name, value in sorted(values.items())
-               if name in saved and name not in NOT_COMPARED
+    not_compared = flags_with(NOT_COMPARED) + DERIVED_LOSS_VALUES
+    changes = [Change(name, saved[name], value) for name, value in sorted(vars(flags).items())
+               if name in saved and name not in not_compared
                and not same_flag_value(name, saved[name], value)]
-    if 'loss_params' in values and values['loss'] == saved['loss']:  # else the loss changed
-        now = effective_loss_parameters(values['loss'], values['loss_params'])
+    if flags.loss == saved['loss']:  # else the loss changed, which says it all
+        now = effective_loss_parameters(flags.loss, flags.loss_params)
         before = effective_loss_parameters(saved['loss'], saved.get('loss_params') or {})
         if now != before:
             changes.append(Change(LOSS_PARAMETERS, before, now))
     return tuple(changes)
-
-
-# Compared through their effect (LOSS_PARAMETERS), or not at all (this invocation's choice).
-NOT_COMPARED = ('resume', 'margin', 'alpha', 'beta', 'loss_param', 'loss_params',
-                'ignored_loss_flags')
-LOSS_PARAMETERS = 'loss_parameters'
 
 
 def effective_loss_parameters(loss, given):
@@ -300,11 +294,16 @@ def refuse_fixed_changes(changes, resume, checkpoint):
     """Refuse a --resume that changes a flag its run cannot change, naming each one."""
     if not ours(checkpoint):
         return
-    fixed = FIXED_IN_A_RUN + (FIXED_WITHIN_AN_EPOCH if checkpoint['iteration'] else ())
+    within_epoch = flags_with(FIXED_WITHIN_EPOCH)
+    fixed = flags_with(FIXED_IN_RUN) + (LOSS_PARAMETERS,)
+    if checkpoint['iteration']:  # stopped inside an epoch, whose batches are drawn already
+        fixed += within_epoch
     refused = [change for change in changes if change.name in fixed]
     if refused:
-        within = (' (--batch_size and --num_instances: until the epoch ends)'
-                  if {c.name for c in refused} & set(FIXED_WITHIN_AN_EPOCH) else '')
+        within = ''
+        if {change.name for change in refused} & set(within_epoch):
+            within = f' ({" and ".join("--" + name for name in within_epoch)}: until the ' \
+                     f'epoch ends)'
         raise InputError(
             f'--resume {resume} was trained with '
             f'{" ".join(c.as_typed(c.saved) for c in refused)}, this run has '
@@ -313,41 +312,41 @@ def refuse_fixed_changes(changes, resume, checkpoint):
             f'to begin from its weights')
 
 
-def check_training_flags(values):
+def check_training_flags(flags):
     """The checks that need the flags alone."""
-    if values['input_pipeline'] == 'gpu' and not values['device'].startswith('cuda'):
+    if flags.input_pipeline == 'gpu' and not flags.device.startswith('cuda'):
         raise InputError(f'--input_pipeline gpu decodes on the GPU; this run is on '
-                         f'{values["device"]}')
-    models.check_width(values['net'], values['width'])
-    check_backends(tensorboard='1' if values['tensorboard'] else None, wandb=values['wandb'],
-                   wandb_mode=values['wandb_mode'])
-    if values['num_instances'] < 2:
-        raise InputError(f'--num_instances {values["num_instances"]}: a batch would hold one '
+                         f'{flags.device}')
+    models.check_width(flags.net, flags.width)
+    check_backends(tensorboard='1' if flags.tensorboard else None, wandb=flags.wandb,
+                   wandb_mode=flags.wandb_mode)
+    if flags.num_instances < 2:
+        raise InputError(f'--num_instances {flags.num_instances}: a batch would hold one '
                          f'image per class, hence no positive pair; use at least 2')
-    if values['MMSI'] and not values['freeze_BN']:
+    if flags.MMSI and not flags.freeze_BN:
         raise InputError('--MMSI 1 needs --freeze_BN 1 (the official setting): the meta step '
                          'assumes BatchNorm in eval mode')
-    rate = max(values['lr'] * values['base_lr_mult'], values['lr'])
+    rate = max(flags.lr * flags.base_lr_mult, flags.lr)
     if rate > MAX_LEARNING_RATE:
-        raise InputError(f'--lr {values["lr"]} (x --base_lr_mult {values["base_lr_mult"]} for '
+        raise InputError(f'--lr {flags.lr} (x --base_lr_mult {flags.base_lr_mult} for '
                          f'the backbone) is above {MAX_LEARNING_RATE:g}: Adam\'s first step, 10 '
                          f'times the rate, would not fit in float32')
 
 
-def check_against_data(values, num_classes):
+def check_against_data(flags, num_classes):
     """The checks that need the number of training classes."""
-    check_batch_size(values['batch_size'], values['num_instances'], num_classes)
-    if not values['MMSI']:
+    check_batch_size(flags.batch_size, flags.num_instances, num_classes)
+    if not flags.MMSI:
         return
-    check_batch_size(values['val_batch_size'], values['val_num_instances'], num_classes,
+    check_batch_size(flags.val_batch_size, flags.val_num_instances, num_classes,
                      flag='--val_batch_size')
-    needed = values['dict_min_classes']
+    needed = flags.dict_min_classes
     if needed > num_classes:
         raise InputError(f'--dict_min_classes {needed} is more than the {num_classes} training '
                          f'classes: MMSI would never leave its warm-up')
-    if needed > values['dict_capacity']:
+    if needed > flags.dict_capacity:
         raise InputError(f'--dict_min_classes {needed} is more than a dictionary of '
-                         f'--dict_capacity {values["dict_capacity"]} rows can hold: MMSI would '
+                         f'--dict_capacity {flags.dict_capacity} rows can hold: MMSI would '
                          f'never leave its warm-up')
 
 

@@ -9,6 +9,7 @@ import torch
 import MMSI_train
 from common.errors import InputError
 from tiny_run import run_args
+from utils.args import default_workers
 from utils.config import Change, Config, parse_args, resolve
 
 
@@ -23,7 +24,7 @@ def test_the_configuration_is_read_only_and_replace_makes_a_copy():
     assert vars(changed) == {'lr': 2e-5, 'loss': 'MS'}  # what a checkpoint saves
 
 
-def test_every_derived_value_is_resolved_once(glyphs_root, tmp_path):
+def test_every_derived_value_is_resolved_from_the_flags_and_the_data(glyphs_root, tmp_path):
     flags = run_args(glyphs_root, tmp_path / 'run', mmsi=1)
     seed = flags.index('--seed')
     del flags[seed:seed + 2]
@@ -72,7 +73,7 @@ def test_a_resumed_run_reads_its_checkpoint_once(glyphs_root, finished_run, tmp_
     assert 'Epoch 2 done' in (folder / 'log.txt').read_text()
 
 
-def test_flags_are_compared_with_the_checkpoint_in_one_place(finished_run):
+def test_a_changed_flag_is_reported_and_one_given_as_saved_is_not(finished_run):
     resume = str(finished_run / 'last.pth.tar')
     _, checkpoint, _, changes = resolve(['--resume', resume, '--lr', '1e-3', '--margin', '0.1',
                                          '--nThreads', '0'],
@@ -87,6 +88,49 @@ def test_flags_a_run_cannot_change_are_refused_each_named(finished_run):
     with pytest.raises(InputError, match=r'trained with --dim 512 --loss MS, this run has --dim '
                                          r'64 --loss Con; these cannot change within a run'):
         resolve(['--resume', resume, '--loss', 'Con', '--dim', '64'], read_data=False)
+
+
+@pytest.mark.parametrize('flag, value, saved', [('--seed', '1', '0'), ('--MMSI', '1', '0'),
+                                                ('--holdout_classes', '1', '0'),
+                                                ('--pair_weights', 'gradient', 'official'),
+                                                ('--mmsi_weights', 'shuffled', 'learned'),
+                                                ('--weight_norm', 'mean', 'max')])
+def test_resuming_with_a_changed_fixed_flag_is_refused(finished_run, flag, value, saved):
+    resume = str(finished_run / 'last.pth.tar')
+    with pytest.raises(InputError, match=rf'trained with {flag} {saved}, this run has {flag} '
+                                         rf'{value}; these cannot change within a run:'):
+        resolve(['--resume', resume, flag, value], read_data=False)
+
+
+def test_on_resume_watch_only_flags_may_change_and_this_machines_are_not_inherited(
+        finished_run, tmp_path):
+    """The finished run was trained with --nThreads 0, --print_freq 1, --lr 1e-4."""
+    resume = str(finished_run / 'last.pth.tar')
+    config = resolve(['--resume', resume], read_data=False).config
+    assert (config.lr, config.print_freq) == (1e-4, 1)  # the checkpoint's
+    assert config.nThreads == default_workers()  # this machine's, not the checkpoint's 0
+    config, _, _, changes = resolve(['--resume', resume, '--print_freq', '7', '--progress', '1',
+                                     '--checkpoint_minutes', '0', '--save_dir',
+                                     str(tmp_path / 'elsewhere'), '--nThreads', '0'],
+                                    read_data=False)
+    assert (config.print_freq, config.progress, config.checkpoint_minutes) == (7, True, 0.0)
+    assert Change('print_freq', 1, 7) in changes  # logged as a change, not refused
+
+
+def test_the_batch_flags_change_only_at_an_epoch_end(finished_run, tmp_path):
+    resume = str(finished_run / 'last.pth.tar')
+    assert resolve(['--resume', resume, '--batch_size', '9', '--nThreads', '0'],
+                   read_data=False).config.batch_size == 9
+    checkpoint = torch.load(resume, map_location='cpu', weights_only=False)
+    checkpoint['iteration'] = 1  # stopped after the first batch of an epoch
+    checkpoint.pop('checksum', None)  # edited: saved as one without a checksum (it loads)
+    mid_epoch = str(tmp_path / 'mid_epoch.pth.tar')
+    torch.save(checkpoint, mid_epoch)
+    with pytest.raises(InputError, match=r'trained with --batch_size 6, this run has '
+                                         r'--batch_size 9; these cannot change within a run '
+                                         r'\(--batch_size and --num_instances: until the epoch '
+                                         r'ends\)'):
+        resolve(['--resume', mid_epoch, '--batch_size', '9'], read_data=False)
 
 
 def test_an_explicit_loss_parameter_equal_to_its_effect_is_no_change(finished_run):
