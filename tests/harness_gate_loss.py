@@ -1,4 +1,4 @@
-"""A loss for the harness's tests (--loss_module; tests/test_compare.py): MS, except that while
+"""A loss for the harness's tests (--loss_module; tests/harness/): MS, except that while
 the file named by $HARNESS_GATE does not exist, a training waits inside its loss until the
 process gets SIGTERM or SIGINT. A test so holds trainings in the middle of an iteration for as
 long as it needs, whatever the machine's speed; the signal lets the iteration finish, and the

@@ -13,6 +13,7 @@ FLOORS = [
     {'models', 'evaluations'},                     # networks, meta-gradient; retrieval metrics
     {'trainer', 'trainer_MMSI', 'trainer_MMSI_SOP'},  # one iteration, one epoch
     {'utils'},                                     # flags, configuration, run assembly, output
+    {'harness'},                                   # the comparison harness behind compare.py
     {'MMSI_train', 'MMSI_SOP_train', 'train', 'test', 'compare'},  # programs
 ]
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
