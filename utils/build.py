@@ -17,14 +17,16 @@ import models
 import trainer
 import trainer_MMSI
 from common.errors import InputError
-from DataSet.image_list import unreadable_images
 from DataSet.loaders import make_loaders
 from DataSet.tensor_pipeline import to_network_input
 from models.precision import MixedPrecision, to_channels_last
 from utils import run_folder
-from utils.checkpoint import FORMAT, restore_training_state, seed_everything
+from utils.checkpoint import (load_pretrained_weights, load_resume_weights,
+                              restore_training_state, seed_everything, unverified_note)
 from utils.distributed import Distributed
-from utils.logger import RunLog, describe_run, warn
+from utils.files import atomic_write_text
+from utils.image_check import check_images
+from utils.logger import RunLog, describe_run
 from utils.sampler import EndlessKPBatchSampler, FastRandomIdentitySampler, KPBatchSampler
 from utils.semi_global import SemiGlobalDictionary
 from utils.tracking import Writer, open_writer
@@ -41,11 +43,11 @@ def build_run(resolved, dist=None):
     seed_everything(config.seed)
 
     dataset = DataSet.create(config.data, config.data_root, config.width, config.origin_width,
-                             config.ratio, skip_bad_images=config.skip_bad_images,
-                             splits=resolved.splits,
-                             bad_image_log=os.path.join(config.save_dir, run_folder.LOG_FILE))
-    check_images(config, dataset, dist, device)
-    model = build_model(config, checkpoint).to(device)
+                             config.ratio, splits=resolved.splits,
+                             max_image_pixels=config.max_image_pixels)
+    dataset, image_notes = check_images(config, dataset, dist, device)
+    model, weights_note = build_model(config, checkpoint)
+    model.to(device)
     run = TrainingRun(
         args=config, dist=dist, device=device,
         run_id=(checkpoint or {}).get('run_id') or uuid.uuid4().hex[:12], model=model,
@@ -62,14 +64,17 @@ def build_run(resolved, dist=None):
     attach_loaders(run, dataset)
 
     notes = (run_folder.prepare(config.save_dir, config.resume, checkpoint, config.overwrite)
-             if dist.is_main else [])
+             if dist.is_main else []) + ([weights_note] if weights_note else [])
+    if resolved.splits is not None:
+        notes += resolved.splits.notes  # the split's announcement (DataSet/readers.py)
+    notes += image_notes  # the images --skip_bad_images left out
     run.log = RunLog(config.save_dir, append=checkpoint is not None, enabled=dist.is_main)
     if checkpoint is not None:
         run.log.history = list(checkpoint.get('metrics') or [])
         run.log.write_metrics()
     if dist.is_main and resolved.splits is not None and resolved.splits.relabelled:
-        run_folder.atomic_write_text(run_folder.noisy_labels_csv(resolved.splits.relabelled),
-                                     os.path.join(config.save_dir, run_folder.NOISY_LABELS_FILE))
+        atomic_write_text(run_folder.noisy_labels_csv(resolved.splits.relabelled),
+                          os.path.join(config.save_dir, run_folder.NOISY_LABELS_FILE))
     describe_run(run, dataset, notes, resolved.changes if checkpoint is not None else None,
                  resolved.splits.relabelled if resolved.splits is not None else ())
     run.tracker = open_tracker(config) if dist.is_main else Writer()
@@ -86,56 +91,26 @@ def open_tracker(config):
         run_name=os.path.basename(os.path.normpath(config.save_dir)), config=vars(config))
 
 
-def check_images(config, dataset, dist, device):
-    """--check_images: read the header of every listed image (each process a share of them),
-    so that an unreadable file stops the run before anything is written."""
-    if not config.check_images:
-        return
-    test_images = dataset.gallery.images + (dataset.query.images if dataset.query else []) + (
-        dataset.holdout.images if getattr(dataset, 'holdout', None) else [])
-    paths = (dataset.train.images + test_images)[dist.rank::dist.world_size]
-    errors = unreadable_images(paths, config.nThreads, config.progress and dist.is_main)
-    if config.skip_bad_images:
-        if errors:
-            warn(f'warning: {len(errors)} listed image(s) cannot be read; --skip_bad_images '
-                 f'replaces them. First: {errors[0]}')
-    elif not dist.all_true(not errors, device):
-        raise InputError(f'{len(errors)} listed image(s) cannot be read (--check_images), '
-                         f'first: {errors[0]}' if errors else
-                         'another process found an unreadable image (--check_images)')
-
-
 # ---- the network ------------------------------------------------------------------------------
 
 def build_model(config, checkpoint):
-    """The network: --pretrained weights for a new run (utils/config.py resolved the file), the
-    checkpoint's when resuming."""
-    pretrained = None if checkpoint is not None else config.pretrained
+    """The network and its starting weights: the checkpoint's when resuming, else the
+    --pretrained file (utils/config.py resolved it), each verified against its checksum
+    (utils/checkpoint.py). Returns (model, note): the log's note when the weights come from a
+    checkpoint without a checksum to verify, else None."""
     try:
-        model = models.create(config.net, data=config.data, dim=config.dim,
-                              pretrained=pretrained, freeze_bn=config.freeze_BN,
-                              width=config.width)
+        model = models.create(config.net, data=config.data, dim=config.dim, pretrained=None,
+                              freeze_bn=config.freeze_BN, width=config.width)
     except InputError:
         raise
-    except ValueError as err:  # unknown --net, or a --pretrained file of another network
+    except ValueError as err:  # unknown --net
         raise InputError(str(err)) from None
     if checkpoint is not None:
-        load_resume_weights(config, model, checkpoint)
-    return model
-
-
-def load_resume_weights(config, model, checkpoint):
-    if checkpoint.get('format') != FORMAT:  # the official code's {'state_dict', 'epoch'}
-        try:
-            models.load_pretrained(model, config.resume, loaded=checkpoint)
-        except ValueError as err:
-            raise InputError(str(err)) from None
-        return
-    try:
-        model.load_state_dict(checkpoint['model'])
-    except RuntimeError as err:
-        raise InputError(f'--resume {config.resume} does not fit this model: '
-                         f'{str(err).splitlines()[0]}') from None
+        load_resume_weights(model, checkpoint, config.resume)
+        return model, unverified_note(checkpoint, '--resume', config.resume)
+    if config.pretrained:
+        return model, load_pretrained_weights(model, config.pretrained)
+    return model, None
 
 
 def wrap_network(config, model, dist, device):

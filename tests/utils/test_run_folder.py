@@ -1,20 +1,13 @@
-"""utils/run_folder.py: the file names of a run folder, atomic writes, and which files a run
-may replace (the end-to-end refusals are in tests/test_reliability.py)."""
-import errno
+"""utils/run_folder.py: the files of a run folder, and which of them a run may replace (the
+end-to-end refusals are in tests/test_bad_input.py)."""
 import os
 import re
 
 import pytest
-import torch
 
 from common.errors import InputError
 from utils import run_folder
-
-
-def test_the_newest_checkpoint_is_last_else_the_highest_epoch():
-    assert run_folder.newest_checkpoint(['ckp_ep2.pth.tar', 'ckp_ep10.pth.tar']) == \
-        'ckp_ep10.pth.tar'
-    assert run_folder.newest_checkpoint(['ckp_ep10.pth.tar', 'last.pth.tar']) == 'last.pth.tar'
+from utils.checkpoint import FORMAT, write_checkpoint
 
 
 def test_run_files_are_log_metrics_and_checkpoints_only(tmp_path):
@@ -26,21 +19,48 @@ def test_run_files_are_log_metrics_and_checkpoints_only(tmp_path):
     assert run_folder.run_files(str(tmp_path / 'missing')) == []
 
 
-def test_an_atomic_write_leaves_no_temporary_file(tmp_path):
-    run_folder.atomic_write_text('hello\n', str(tmp_path / 'a.txt'))
-    run_folder.atomic_torch_save({'x': 1}, str(tmp_path / 'b.pth'))
-    assert sorted(os.listdir(tmp_path)) == ['a.txt', 'b.pth']
-    assert torch.load(tmp_path / 'b.pth') == {'x': 1}
+def checkpoint_of(run_id, epoch=1):
+    return {'format': FORMAT, 'run_id': run_id, 'epoch': epoch, 'iteration': 0,
+            'model': {}}
 
 
-def test_the_resumed_file_is_not_read_again(tmp_path, monkeypatch):
+def test_the_resumed_file_is_not_read_again(tmp_path):
+    """The resumed last.pth.tar is the checkpoint in memory: were the file read again, its
+    other run id and later epoch would refuse the folder."""
     last = tmp_path / 'last.pth.tar'
-    torch.save({'run_id': 'abc', 'epoch': 1, 'iteration': 0}, last)
-    monkeypatch.setattr(run_folder, 'peek_checkpoint', lambda path: pytest.fail('read again'))
-    checkpoint = {'run_id': 'abc', 'epoch': 1, 'iteration': 0}
+    write_checkpoint(checkpoint_of('xyz', epoch=9), str(last))
+    checkpoint = checkpoint_of('abc')
     found = run_folder.run_files(str(tmp_path))
     assert run_folder.files_in_the_way(str(tmp_path), str(last), checkpoint, found) == (
         [], None, None)
+
+
+@pytest.mark.parametrize('name', ['last.pth.tar', 'ckp_ep1.pth.tar'])
+def test_the_folder_s_run_is_the_one_its_checkpoints_name(tmp_path, name):
+    """Resuming from a checkpoint kept elsewhere: the folder's checkpoint (last.pth.tar, else
+    the newest epoch checkpoint) says whether it holds the same run."""
+    folder, elsewhere = tmp_path / 'run', tmp_path / 'copy.pth.tar'
+    folder.mkdir()
+    write_checkpoint(checkpoint_of('abc'), str(folder / name))
+    write_checkpoint(checkpoint_of('abc'), str(elsewhere))
+    (folder / 'log.txt').write_text('[t] New run\n')
+    found = run_folder.run_files(str(folder))
+    assert run_folder.files_in_the_way(str(folder), str(elsewhere), checkpoint_of('abc'),
+                                       found) == ([], None, None)
+    doomed, refusal, _ = run_folder.files_in_the_way(str(folder), str(elsewhere),
+                                                     checkpoint_of('def'), found)
+    assert doomed == found and re.match(r'--save_dir .*run holds another run', refusal)
+
+
+def test_a_folder_without_checkpoints_takes_only_a_checkpoint_of_its_own(tmp_path):
+    """No checkpoint names the folder's run: only a checkpoint lying in the folder continues
+    it, whatever its log says."""
+    (tmp_path / 'log.txt').write_text('[t] New run (run abc)\n')
+    found = run_folder.run_files(str(tmp_path))
+    _, refusal, _ = run_folder.files_in_the_way(str(tmp_path), str(tmp_path.parent / 'x'),
+                                                checkpoint_of('abc'), found)
+    assert refusal.endswith('holds another run (log.txt) than --resume '
+                            f'{tmp_path.parent / "x"}; choose another --save_dir')
 
 
 def test_a_new_run_over_checkpoints_needs_overwrite(tmp_path):
@@ -51,42 +71,3 @@ def test_a_new_run_over_checkpoints_needs_overwrite(tmp_path):
     assert run_folder.prepare(str(tmp_path), None, None, overwrite=True) == [
         '--overwrite: deleted ckp_ep1.pth.tar, log.txt from --save_dir']
     assert os.listdir(tmp_path) == []
-
-
-class FullDisk:
-    """open() for run_folder whose files hold `room` bytes, then fail as a full disk does."""
-
-    def __init__(self, room, only=None):
-        self.room, self.only = room, only
-
-    def __call__(self, path, mode='r', **kwargs):
-        f = open(path, mode, **kwargs)
-        if 'w' not in mode or (self.only and not str(path).endswith(self.only)):
-            return f
-        room, write = self.room, f.write
-
-        def limited(data):
-            nonlocal room
-            if len(data) > room:
-                write(bytes(data[:room]))
-                room = 0
-                raise OSError(errno.ENOSPC, 'No space left on device')
-            room -= len(data)
-            return write(data)
-        f.write = limited
-        return f
-
-
-def test_a_full_disk_names_the_folder_and_the_space_and_keeps_the_old_file(tmp_path,
-                                                                          monkeypatch):
-    path = tmp_path / 'last.pth.tar'
-    run_folder.atomic_torch_save({'weights': torch.zeros(1000)}, str(path))
-    before = path.read_bytes()
-    monkeypatch.setattr(run_folder, 'open', FullDisk(room=100), raising=False)
-    with pytest.raises(run_folder.NoSpace) as full:
-        run_folder.atomic_torch_save({'weights': torch.ones(1000)}, str(path))
-    assert re.fullmatch(rf'no space left in {re.escape(str(tmp_path))} to write last.pth.tar '
-                        r'\(it needs [0-9.]+ KiB, [0-9.]+ [KM]iB free; No space left on device\); '
-                        r'free some space and resume the run with --resume auto',
-                        full.value.strerror)
-    assert os.listdir(tmp_path) == ['last.pth.tar'] and path.read_bytes() == before
