@@ -1,4 +1,5 @@
-"""Data sets: `create(name, root)` returns an object with `.train`, `.gallery` and `.query`.
+"""Data sets: `create(name, root)` returns a `Dataset`: `.train`, `.gallery`, `.query` and
+`.holdout`.
 
 `.gallery` is always the set the evaluation retrieves from. `.query` is None where the gallery
 is its own query set (each image queries all the others: cub, car, product, glyphs,
@@ -11,11 +12,11 @@ DataSet/specs.py. In every folder, the official code's list files (`train.txt` /
 In-Shop `train.txt` / `gallery.txt` / `query.txt`) take precedence when all are present.
 """
 import os
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 from DataSet import readers, specs
-from DataSet.image_list import ImageList
+from DataSet.image_list import MAX_IMAGE_PIXELS, ImageList
 from DataSet.transforms import eval_transform, train_transform
 from common.errors import InputError
 
@@ -27,12 +28,8 @@ def names():
 def dataset_folder(name, root='DataSet'):
     """The folder holding data set `name` under `root`; InputError when it is not there."""
     spec = specs.spec_of(name)
-    if name == 'glyphs':
-        from DataSet.glyphs import ensure_glyphs
-        return ensure_glyphs(root)
-    if name == 'glyphs_many':
-        from DataSet.glyphs_many import ensure_glyphs_many
-        return ensure_glyphs_many(root)
+    if spec.generate is not None:
+        return spec.generate(root)
     for folder in spec.folders:
         path = os.path.join(root, folder)
         if os.path.isdir(path):
@@ -53,6 +50,9 @@ class Splits(NamedTuple):
     # --label_noise: (path, true label, given label) of each training image whose label in
     # `train` was changed (DataSet/noise.py); empty without noise.
     relabelled: tuple = ()
+    # lines about the split for the console and log.txt (readers.Sets.notes: a layout split
+    # by class announces classes other than the official ones)
+    notes: tuple = ()
 
 
 def hold_out_classes(train, count):
@@ -82,25 +82,36 @@ def read_splits(name, root='DataSet'):
         if items is not None and not items:
             raise InputError(f'{folder}: the split left no {what} images')
     readers.check_images_exist(train + gallery + (query or []), source)
-    return Splits(train, gallery, query, source)
+    return Splits(train, gallery, query, source, notes=sets.notes)
 
 
-def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16,
-           skip_bad_images=False, splits=None, bad_image_log=None):
-    """`.train` (random crops and flips), `.gallery`, `.query` and `.holdout` (centre crops;
-    `.query` None unless the data set has a query set of its own, `.holdout` None unless
-    `splits` holds held-out training classes) for data set `name`.
+@dataclass(frozen=True)
+class Dataset:
+    """The image sets of a run, each an ImageList of `(image, label)`."""
+    name: str
+    source: str                        # what was read, for the log
+    train: ImageList                   # random crops and flips
+    gallery: ImageList                 # the set the evaluation retrieves from (centre crops)
+    query: Optional[ImageList] = None  # the query set where the data set has one (In-Shop);
+    #                                    None: the gallery queries itself
+    holdout: Optional[ImageList] = None  # --holdout_classes' images (centre crops); None without
+
+
+def create(name, root='DataSet', width=227, origin_width=256, ratio=0.16, splits=None,
+           max_image_pixels=MAX_IMAGE_PIXELS):
+    """The Dataset of data set `name`: `.query` None unless the data set has a query set of its
+    own, `.holdout` None unless `splits` holds held-out training classes.
     `splits`: what read_splits returned, when the caller has read it already.
-    `bad_image_log`: the file where --skip_bad_images names each image it skips."""
+    `max_image_pixels`: the largest image, in pixels, that its sets read (--max_image_pixels)."""
     splits = splits or read_splits(name, root)
 
     def image_list(items, transform):
         if items is None:
             return None
         images, labels = zip(*items)
-        return ImageList(images, labels, transform, skip_bad_images, bad_image_log)
+        return ImageList(images, labels, transform, max_image_pixels)
 
-    return SimpleNamespace(
+    return Dataset(
         name=name,
         source=splits.source,
         train=image_list(splits.train, train_transform(width, origin_width, ratio)),

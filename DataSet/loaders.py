@@ -26,10 +26,10 @@ class Loaders(NamedTuple):
 
 def make_loaders(dataset, *, input_pipeline, width, origin_width, ratio, workers, cuda,
                  train_batches, eval_batch_size, rank=0, world_size=1, val_batches=None):
-    """Loaders over `dataset` (DataSet.create): `train_batches` and `val_batches` are batch
+    """Loaders over `dataset` (a DataSet.Dataset): `train_batches` and `val_batches` are batch
     samplers of the training set (the second one endless, or None); the test set is split
     between `world_size` processes by index, and so are the query set and the holdout classes
-    (`dataset.query` / `dataset.holdout`, where present)."""
+    (`dataset.query` / `dataset.holdout`, where not None)."""
     options = dict(num_workers=workers, pin_memory=cuda,
                    worker_init_fn=leave_signals_to_main_process)
     if workers > 0:
@@ -58,5 +58,5 @@ def make_loaders(dataset, *, input_pipeline, width, origin_width, ratio, workers
         if not val_options['num_workers']:
             val_options.pop('persistent_workers', None), val_options.pop('prefetch_factor', None)
         validation = iter(DataLoader(train_set, batch_sampler=val_batches, **val_options))
-    return Loaders(train, gallery, validation, evaluation_shard(getattr(dataset, 'query', None)),
-                   evaluation_shard(getattr(dataset, 'holdout', None)))
+    return Loaders(train, gallery, validation, evaluation_shard(dataset.query),
+                   evaluation_shard(dataset.holdout))

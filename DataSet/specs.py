@@ -1,18 +1,21 @@
-"""Every fact about a data set, in one place: where it lives on disk, how it is split, how it
-is evaluated, how the network pools it, how long MMSI warms up on it, and the defaults of its
-own entry point.
+"""Every fact about a data set, in one place: where it lives on disk (or how it is generated),
+how it is split, how it is evaluated, how the network pools it, how long MMSI warms up on it,
+whether a run needs pretrained weights on it, and the defaults of its own entry point.
 
 The loaders (DataSet/__init__.py), the evaluation (evaluations/retrieval.py), the network
-(models.create) and the flags (utils/args.py) read these specs; nothing else repeats them.
+(models.create), the weights rule (models/pretrained.py) and the flags (utils/args.py) read
+these specs; nothing else repeats them.
 """
-from typing import Callable, NamedTuple, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from DataSet import readers
 from common.errors import InputError
 
 
-class DatasetSpec(NamedTuple):
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    name: str                 # the --data value
     folders: tuple            # candidate folder names under --data_root, first found wins
     read_layout: Callable     # folder -> (train items, test items) from the official layout
     layout: str               # what the official layout holds, for error messages
@@ -21,7 +24,14 @@ class DatasetSpec(NamedTuple):
     pooling: str              # global pooling of the feature map: 'max' or 'max+avg'
     dict_min_classes: Optional[int]  # MMSI warm-up: classes the dictionary must hold first;
     #                                  None: the training classes minus WARMUP_SLACK
-    run_defaults: dict        # flag defaults of the data set's own entry point, if it has one
+    real: bool                # photographs the user downloads: a run needs pretrained weights
+    #                           unless --pretrained none (models/pretrained.py); False for the
+    #                           embedded, generated sets, which start from random weights
+    # An embedded data set's generator: --data_root -> its folder there, written on first use;
+    # None: the user provides one of `folders`.
+    generate: Optional[Callable[[str], str]] = None
+    # Flag defaults of the data set's own entry point, if it has one (MMSI_SOP_train.py).
+    run_defaults: dict = field(default_factory=dict)
     # The list files that take precedence over the layout, in the order the reader returns its
     # sets: (train, test), or (train, gallery, query) for a data set evaluated query against
     # gallery (In-Shop; the others query the test set against itself).
@@ -32,6 +42,18 @@ class DatasetSpec(NamedTuple):
         return len(self.list_files) == 3
 
 
+# The generators import their modules when called: Glyphs' renderer loads matplotlib's fonts,
+# which a run on a real data set never needs.
+def generate_glyphs(root):
+    from DataSet.glyphs import ensure_glyphs
+    return ensure_glyphs(root)
+
+
+def generate_glyphs_many(root):
+    from DataSet.glyphs_many import ensure_glyphs_many
+    return ensure_glyphs_many(root)
+
+
 # Glyphs (the demo) has no official warm-up constant: update as soon as all but two of its
 # training classes are in the dictionary.
 WARMUP_SLACK = 2
@@ -39,30 +61,38 @@ WARMUP_SLACK = 2
 SMALL_KS = (1, 2, 4, 8, 16, 32)
 
 SPECS = {spec.name: spec for spec in (
-    DatasetSpec('cub', ('CUB_200_2011',), readers.read_cub_layout,
-                'images.txt, image_class_labels.txt and images/', 'classes 1-100 / 101-200',
-                SMALL_KS, 'max', 98, {}),
-    DatasetSpec('car', ('Cars196',), readers.read_cars_layout, 'cars_annos.mat and car_ims/',
-                'classes 1-98 / 99-196', SMALL_KS, 'max', 98, {}),
-    DatasetSpec('product', ('Products', 'Stanford_Online_Products'), readers.read_sop_layout,
-                'Ebay_train.txt and Ebay_test.txt', 'as Ebay_train.txt / Ebay_test.txt list them',
-                (1, 10, 100, 1000), 'max+avg', 1000,
+    DatasetSpec(name='cub', folders=('CUB_200_2011',), read_layout=readers.read_cub_layout,
+                layout='images.txt, image_class_labels.txt and images/',
+                split='classes 1-100 / 101-200', recall_ks=SMALL_KS, pooling='max',
+                dict_min_classes=98, real=True),
+    DatasetSpec(name='car', folders=('Cars196',), read_layout=readers.read_cars_layout,
+                layout='cars_annos.mat and car_ims/', split='classes 1-98 / 99-196',
+                recall_ks=SMALL_KS, pooling='max', dict_min_classes=98, real=True),
+    DatasetSpec(name='product', folders=('Products', 'Stanford_Online_Products'),
+                read_layout=readers.read_sop_layout, layout='Ebay_train.txt and Ebay_test.txt',
+                split='as Ebay_train.txt / Ebay_test.txt list them',
+                recall_ks=(1, 10, 100, 1000), pooling='max+avg', dict_min_classes=1000,
+                real=True,
                 # MMSI_SOP_train.py: the official SOP settings; the 60k-image test set is also
                 # evaluated every 100 iterations (the official code did it after every one).
-                dict(data='product', loss='MS', margin=0.03, lr=1e-7, dict_min_classes=1000,
-                     eval_every=100, save_step=1, epochs=30)),
+                run_defaults=dict(data='product', loss='MS', margin=0.03, lr=1e-7,
+                                  dict_min_classes=1000, eval_every=100, save_step=1,
+                                  epochs=30)),
     # In-Shop Clothes Retrieval: 3,997 training items (25,882 images); 14,218 query images
     # against a 12,612-image gallery of the 3,985 other items. Folder: the official loader's
     # default (In_shop_clothes) or its class name (InShopClothes), which its
     # DataSet.create(name, root) joins to the root. Max pooling: the official network averages
     # only for 'product'. Warm-up: our choice, SOP's (the official code has no In-Shop run).
-    DatasetSpec('shop', ('In_shop_clothes', 'InShopClothes'), readers.read_inshop_layout,
-                'list_eval_partition.txt (or Eval/list_eval_partition.txt) and img/',
-                'items as list_eval_partition.txt assigns them (train / query + gallery)',
-                (1, 10, 20, 30, 40, 50), 'max', 1000, {}, readers.QUERY_LIST_FILES),
-    DatasetSpec('glyphs', ('Glyphs',), readers.read_cub_layout,
-                'the CUB layout (generated on first use)', 'classes 1-100 / 101-200',
-                SMALL_KS, 'max', None, {}),
+    DatasetSpec(name='shop', folders=('In_shop_clothes', 'InShopClothes'),
+                read_layout=readers.read_inshop_layout,
+                layout='list_eval_partition.txt (or Eval/list_eval_partition.txt) and img/',
+                split='items as list_eval_partition.txt assigns them (train / query + gallery)',
+                recall_ks=(1, 10, 20, 30, 40, 50), pooling='max', dict_min_classes=1000,
+                real=True, list_files=readers.QUERY_LIST_FILES),
+    DatasetSpec(name='glyphs', folders=('Glyphs',), read_layout=readers.read_cub_layout,
+                layout='the CUB layout (generated on first use)',
+                split='classes 1-100 / 101-200', recall_ks=SMALL_KS, pooling='max',
+                dict_min_classes=None, real=False, generate=generate_glyphs),
     # GlyphsMany (our extension): about 2,500 characters of several scripts, 4-8 images each,
     # in SOP's regime and on-disk layout, hence SOP's Recall Ks. Max pooling as for glyphs:
     # the images are Glyphs' (same renderer and jitter; only the number of classes is SOP's).
@@ -70,10 +100,11 @@ SPECS = {spec.name: spec for spec in (
     # once; with batch 40 / 5 instances (8 classes a batch, ~190 iterations an epoch) the
     # dictionary holds 300 classes after ~40 iterations, a fifth of the first epoch, where
     # SOP's 1000 of 11,318 would leave MMSI idle for most of a short run.
-    DatasetSpec('glyphs_many', ('GlyphsMany',), readers.read_sop_layout,
-                'the SOP layout: Ebay_train.txt and Ebay_test.txt (generated on first use)',
-                'classes 1-C/2 / C/2+1-C (every other character of the list)',
-                (1, 10, 100, 1000), 'max', 300, {}),
+    DatasetSpec(name='glyphs_many', folders=('GlyphsMany',), read_layout=readers.read_sop_layout,
+                layout='the SOP layout: Ebay_train.txt and Ebay_test.txt (generated on first use)',
+                split='classes 1-C/2 / C/2+1-C (every other character of the list)',
+                recall_ks=(1, 10, 100, 1000), pooling='max', dict_min_classes=300, real=False,
+                generate=generate_glyphs_many),
 )}
 
 
@@ -86,6 +117,12 @@ def spec_of(name):
     if name not in SPECS:
         raise InputError(f'--data {name!r} is unknown; choose one of {", ".join(names())}')
     return SPECS[name]
+
+
+def is_real(name):
+    """Whether data set `name` is a real one (a run on it needs pretrained weights); False for
+    a name without a spec."""
+    return name in SPECS and SPECS[name].real
 
 
 def warmup_classes(name, num_train_classes):

