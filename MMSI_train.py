@@ -17,19 +17,16 @@ import sys
 import threading
 import time
 
-import torch
-
 import trainer
-from evaluations import (ExtractionStopped, extract_features, recall_ks_for, retrieval_metrics,
-                         split_metrics)
+from evaluations import ExtractionStopped
 from common.errors import InputError
 from utils.build import build_run
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import LAST_CHECKPOINT, epoch_checkpoint_name, save_checkpoint
 from utils.config import resolve
 from utils.distributed import Distributed
-from utils.run_folder import LAST_CHECKPOINT, NoSpace, epoch_checkpoint_name
-from common.log_format import (HOLDOUT_PREFIX, format_skipped, format_stats, holdout_line,
-                               recall_line)
+from utils.evaluation import NonFiniteEmbeddings, evaluate_network
+from utils.files import NoSpace
+from common.log_format import format_skipped, format_stats, holdout_line, recall_line
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_NO_SPACE, EXIT_SIGNAL = 2, 3, 4, 128
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -59,7 +56,7 @@ def main(argv=None, **defaults):
         handle_stop_signals(run)
         return train(run)
     except InputError as err:
-        print(f'error: {last_line(err)}', file=sys.stderr)
+        report_error(run, f'error: {last_line(err)}')
         return EXIT_BAD_INPUT
     except StopRequested:
         return EXIT_SIGNAL + run.stop_signal
@@ -71,6 +68,11 @@ def main(argv=None, **defaults):
         return EXIT_NO_SPACE
     except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
         return EXIT_SIGNAL + signal.SIGINT
+    except Exception as err:  # a bug: its traceback follows on stderr, log.txt keeps one line
+        message = last_line(err)
+        report_error(run, f'error: {type(err).__name__}' + (f': {message}' if message else '')
+                     + ' (an unexpected error: its traceback follows on stderr)')
+        raise
     finally:
         if threading.current_thread() is threading.main_thread():
             for signum, handler in previous_handlers.items():
@@ -79,6 +81,19 @@ def main(argv=None, **defaults):
             run.log.close()
             run.tracker.close()
         dist.stop()
+
+
+def report_error(run, line):
+    """The line of an error that ends the run: on stderr, and in log.txt once this run has opened
+    it (a bad image met while training, a file the run could not read). Before that, nothing is
+    written: an input error leaves the folder as it was."""
+    if run is None or run.log is None or not run.log.enabled:
+        print(line, file=sys.stderr)
+        return
+    try:
+        run.log.error(line)  # stderr first, then the file
+    except OSError:
+        pass  # the file cannot take it (a full disk): the line is on stderr
 
 
 def handle_stop_signals(run):
@@ -178,63 +193,21 @@ def stop_non_finite(run, err):
 
 
 def evaluate(run, final=False):
-    """Retrieval metrics on the test split (the gallery against itself, or the query set
-    against the gallery where the data set has one), and NMI at the `final` evaluation or at
-    every one (--nmi). Each process embeds its shard; the main process scores them all (the
-    metrics do not depend on the order of the embeddings). Raises, on every process, NonFinite
-    for non-finite parameters or embeddings, ExtractionStopped when a stop was requested
+    """The run's metrics row (utils/evaluation.evaluate_network: the test split, NMI per
+    --nmi, the holdout classes) with the time it took. Raises, on every process, NonFinite for
+    non-finite parameters or embeddings, ExtractionStopped when a stop was requested
     meanwhile."""
     trainer.check_parameters(run)
     tic = time.time()
-    gallery, gallery_labels = embed_shards(run, run.loaders.gallery)
-    query = query_labels = None
-    if run.loaders.query is not None:
-        query, query_labels = embed_shards(run, run.loaders.query)
-    holdout = holdout_labels = None
-    if run.loaders.holdout is not None:
-        holdout, holdout_labels = embed_shards(run, run.loaders.holdout)
-    metrics = {}
-    if run.dist.is_main:
-        nmi = run.args.nmi == 'every' or (run.args.nmi == 'final' and final)
-        metrics = split_metrics(gallery, gallery_labels, recall_ks_for(run.args.data),
-                                query, query_labels, nmi=nmi, nmi_seed=run.seed)
-        if holdout is not None:
-            metrics.update(holdout_metrics(holdout, holdout_labels))
+    try:
+        metrics = evaluate_network(run.network, run.loaders, run.args, device=run.device,
+                                   dist=run.dist, final=final, seed=run.seed,
+                                   should_stop=lambda: run.stop_signal is not None)
+    except NonFiniteEmbeddings:
+        raise trainer.NonFinite(run, 'embeddings',
+                                'in the evaluation; the parameters are finite') from None
     metrics['eval_seconds'] = round(time.time() - tic, 2)
     return metrics
-
-
-def holdout_metrics(emb, labels):
-    """R@1, MAP@R and R-Precision of the holdout classes (each image queries all the others),
-    as `holdout/R@1`, `holdout/MAP@R`, `holdout/R-Precision`."""
-    scores = retrieval_metrics(emb, labels, ks=(1,))
-    return {HOLDOUT_PREFIX + key: scores[key] for key in ('R@1', 'MAP@R', 'R-Precision')}
-
-
-def embed_shards(run, loader):
-    """(embeddings, labels) of a test set, every process's shard gathered on every process."""
-    try:
-        emb, labels = extract_features(run.network.local_embed, loader, run.device,
-                                       progress=run.args.progress and run.dist.is_main,
-                                       desc='evaluate', prepare=run.network.prepare,
-                                       should_stop=lambda: run.stop_signal is not None)
-        stopped = False
-    except ExtractionStopped:
-        stopped = True
-    if run.dist.any_true(stopped, run.device):
-        raise ExtractionStopped
-    # Finite but huge parameters can still overflow in the network.
-    if not run.dist.all_true(bool(emb.isfinite().all()), run.device):
-        raise trainer.NonFinite(run, 'embeddings', 'in the evaluation; the parameters are finite')
-    emb = run.dist.all_gather_varying(emb.to(run.device))
-    labels = run.dist.all_gather_varying(labels.to(run.device))
-    if run.dist.enabled:  # back to the data set's order (process r embedded r, r + world, ...)
-        # k-means++ seeds by position: NMI then equals a single process's
-        gathered = torch.cat([torch.arange(rank, len(emb), run.dist.world_size)
-                              for rank in range(run.dist.world_size)]).to(emb.device)
-        order = gathered.argsort()
-        emb, labels = emb[order], labels[order]
-    return emb, labels
 
 
 def evaluate_and_record(run, row, position, final=False):

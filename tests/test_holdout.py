@@ -13,6 +13,7 @@ import utils.build
 from common.errors import InputError
 from tiny_run import metrics, run_args
 from utils.config import resolve
+from utils.evaluation import embed_shards
 
 HOLDOUT_KEYS = ('holdout/R@1', 'holdout/MAP@R', 'holdout/R-Precision')
 
@@ -51,7 +52,8 @@ def test_holdout_metrics_equal_a_plain_loop_over_the_same_embeddings(glyphs_root
     run = MMSI_train.setup(run_args(glyphs_root, tmp_path / 'run', '--holdout_classes', '2'))
     try:
         scores = MMSI_train.evaluate(run)
-        emb, labels = MMSI_train.embed_shards(run, run.loaders.holdout)
+        emb, labels = embed_shards(run.network, run.loaders.holdout, run.args, run.device,
+                                   run.dist)
     finally:
         run.log.close()
     assert set(labels.tolist()) == {5, 6} and len(labels) == 8
