@@ -11,21 +11,22 @@ resized once. Two modes (`--input_pipeline`):
 - `gpu`: workers only read the file bytes and draw the boxes; the training process decodes the
   whole batch with nvJPEG on the GPU and crops there (`to_network_input`).
 
+Only plain JPEGs (grey or RGB: the data sets' photos) take torchvision's decoders. Every other
+file (PNG, 16-bit, palette, CMYK, alpha, other formats) is decoded in the worker by the PIL
+reference's own `decode_rgb`, so both pipelines see the same RGB values whatever the mode.
+
 Test images (gallery) use the centre crop of the reference, mapped the same way.
 """
+import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F2
 
-from DataSet.image_list import read_substituting_bad
+from DataSet.image_list import decode_rgb, open_image
 from DataSet.transforms import BGR_MEAN
 from common.errors import InputError
-
-JPEG_MAGIC = b'\xff\xd8'
-
 
 def resized_size(width, height, origin_width):
     """(width, height) after the reference's Resize(origin_width): the shorter side becomes
@@ -70,15 +71,16 @@ class EncodedImageList(Dataset):
     """An ImageList read through the tensor pipeline; same `images`, `labels`, `Index`.
 
     mode 'tensor': items are (uint8 image [3, width, width], label);
-    mode 'gpu': items are ({'data': file bytes, 'box': [4], 'flip': bool}, label).
+    mode 'gpu': items are ({'data': file bytes, 'box': [4], 'flip': bool}, label), where
+    'data' is the decoded uint8 image [3, H, W] for a file that is not a plain JPEG.
     """
 
     def __init__(self, image_list, width, origin_width, ratio, train, mode='tensor'):
         self.source = image_list
-        self.images, self.labels, self.Index = image_list.images, image_list.labels, image_list.Index
+        self.images, self.labels = image_list.images, image_list.labels
+        self.Index = image_list.Index
         self.width, self.origin_width, self.ratio = width, origin_width, ratio
         self.train, self.mode = train, mode
-        self.bad_images = image_list.bad_images
 
     @property
     def num_classes(self):
@@ -87,17 +89,9 @@ class EncodedImageList(Dataset):
     def __len__(self):
         return len(self.images)
 
-    @property
-    def skip_bad_images(self):
-        return self.source.skip_bad_images
-
-    @property
-    def bad_image_log(self):
-        return self.source.bad_image_log
-
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        (width, height), data, path = read_substituting_bad(self, index, self._read)
+        (width, height), data, path = self._read(self.images[index])
         if seed is None:
             box, flip = draw_crop(width, height, self.width, self.origin_width, self.ratio,
                                   self.train)
@@ -112,12 +106,15 @@ class EncodedImageList(Dataset):
         return crop_resize_flip(data, box, flip, self.width), self.labels[index]
 
     def _read(self, path):
-        """((width, height), data, path): data is the decoded uint8 image in 'tensor' mode and
-        the file bytes in 'gpu' mode, where only the header is checked here (a file that fails
-        later on the GPU decoder stops the run with its name, skipped or not)."""
+        """((width, height), data, path). data: the decoded uint8 image [3, H, W], except for a
+        plain JPEG in 'gpu' mode, whose file bytes are decoded on the GPU later (a file that
+        fails there stops the run with its name)."""
+        with open_image(path, self.source.max_pixels) as image:
+            size = image.size
+            plain_jpeg = image.format == 'JPEG' and image.mode in ('L', 'RGB')
+            if not plain_jpeg:
+                return size, rgb_tensor(decode_rgb(image, path)), path
         try:
-            with Image.open(path) as header:  # reads the header only
-                size = header.size
             data = read_file(path)
         except (OSError, RuntimeError) as err:
             raise InputError(f'cannot read image {path}: {err}') from None
@@ -126,17 +123,37 @@ class EncodedImageList(Dataset):
         return size, decode(data, path), path
 
 
+def rgb_tensor(image):
+    """An RGB PIL image -> uint8 tensor [3, H, W]."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
 def decode(data, path, device='cpu'):
+    """The file bytes of a plain JPEG -> uint8 RGB [3, H, W] on `device` (nvJPEG on a GPU); an
+    image the worker decoded already (3 dimensions) is only moved there."""
+    if data.dim() == 3:
+        return data.to(device)
     try:
-        if device != 'cpu' and bytes(data[:2].tolist()) == JPEG_MAGIC:
+        if device != 'cpu':
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        return decode_image(data, mode=ImageReadMode.RGB).to(device)
+        return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as err:
         raise InputError(f'cannot decode image {path}: {err}') from None
 
 
+def decode_batch(data, paths, device):
+    """The uint8 RGB images of a 'gpu' batch on `device`: file bytes alone go to one batched
+    decoder call; otherwise, or when that call fails, one by one (a file that fails is named)."""
+    if all(item.dim() == 1 for item in data):
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            pass
+    return [decode(item, path, device) for item, path in zip(data, paths)]
+
+
 def collate(batch):
-    """Keeps the variable-length file bytes of the 'gpu' mode as a list."""
+    """Keeps the variable-size data of the 'gpu' mode (file bytes, decoded images) as a list."""
     samples, labels = zip(*batch)
     if isinstance(samples[0], dict):
         return ({'data': [s['data'] for s in samples], 'path': [s['path'] for s in samples],
@@ -149,11 +166,7 @@ def collate(batch):
 def to_network_input(batch, device, width):
     """A loader batch of either mode -> float network input on `device`."""
     if isinstance(batch, dict):
-        try:
-            decoded = decode_jpeg(batch['data'], mode=ImageReadMode.RGB, device=device)
-        except RuntimeError:  # not all JPEG: decode one by one (the CPU for the others)
-            decoded = [decode(data, path, device) for data, path in zip(batch['data'],
-                                                                        batch['path'])]
+        decoded = decode_batch(batch['data'], batch['path'], device)
         images = torch.stack([crop_resize_flip(image.to(device), box.tolist(), bool(flip), width)
                               for image, box, flip in zip(decoded, batch['box'], batch['flip'])])
     else:

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import MMSI_train  # noqa: E402
 import trainer  # noqa: E402
 import trainer_MMSI  # noqa: E402
+from utils import evaluation  # noqa: E402
 
 
 def in_iteration(number, action):
@@ -39,14 +40,14 @@ def in_iteration(number, action):
 
 
 def term_in_evaluation(number):
-    original, calls = MMSI_train.extract_features, []
+    original, calls = evaluation.extract_features, []
 
     def extract_features(model, loader, *args, **kwargs):
         calls.append(1)
         if len(calls) == number:
             loader = signal_after_first(loader)
         return original(model, loader, *args, **kwargs)
-    MMSI_train.extract_features = extract_features
+    evaluation.extract_features = extract_features
 
 
 def signal_after_first(batches):

@@ -96,20 +96,3 @@ def test_unreadable_image_is_named(tmp_path):
     with pytest.raises(InputError, match='bad.jpg'):
         fast[0]
 
-
-def test_skip_bad_images_substitutes_the_next_image_of_the_class_and_logs_it(tmp_path):
-    paths = [smooth_image(tmp_path / f'{i}.jpg', 90, 80, seed=i) for i in range(4)]
-    (tmp_path / '1.jpg').write_bytes(b'\xff\xd8 garbage')
-    source = ImageList(paths, [3, 3, 3, 8], skip_bad_images=True)
-    source.bad_image_log = str(tmp_path / 'log.txt')
-    fast = EncodedImageList(source, WIDTH, ORIGIN, RATIO, train=True)
-    with pytest.warns(UserWarning, match='1.jpg'):
-        image, label = fast[(1, 7)]
-    substitute, _ = fast[(2, 7)]  # the next image of class 3, same seed: same crop
-    assert label == 3 and torch.equal(image, substitute)
-    fast[(1, 8)]  # reported once per process
-    lines = (tmp_path / 'log.txt').read_text().splitlines()
-    assert len(lines) == 1 and 'skipping unreadable image' in lines[0] and '1.jpg' in lines[0]
-    source.skip_bad_images = False
-    with pytest.raises(InputError, match='1.jpg'):
-        fast[1]
