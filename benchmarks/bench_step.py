@@ -97,7 +97,7 @@ def median_seconds(runs, iters):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--net', default='BN_Inception', help='BN_Inception | ResNet50 | ViT_S16')
+    parser.add_argument('--net', default='BN_Inception', help='BN_Inception | ResNet50 | ViT_S16 | EfficientNetLite0')
     parser.add_argument('--width', type=int, default=64)
     parser.add_argument('--batch', type=int, default=40)
     parser.add_argument('--instances', type=int, default=5)

