@@ -5,6 +5,9 @@
 3. (P, N) = pairs the S-form loss mines in e.
 4.-6. g = dL_G/dw at w = 0 (models/meta_layers.py), given L_W and L_G as closures over this
    batch's labels and pairs and the dictionary; weights = relu(-g) / max(relu(-g)).
+   (--weight_norm mean: divided by their mean over the selected pairs instead.) Then the
+   --mmsi_weights control: learned (as computed), shuffled (permuted among the selected pairs of
+   each kind) or kind_mean (each selected pair gets its kind's mean weight).
    Skip the iteration when L_G is exactly 0 or no pair gets a positive weight; stop the run
    (trainer.NonFinite) when L_G is NaN or infinite.
 7. Real step: L_W(e, weights) on the same batch, reusing e (BN in eval, no dropout: a fresh
@@ -12,11 +15,12 @@
 """
 import math
 
+import numpy as np
 import torch
 
 import trainer
 from losses.pairs import masked_mean, pair_similarity_stats
-from models.meta_layers import meta_gradient, normalize_weights
+from models.meta_layers import control_weights, meta_gradient, normalize_weights
 from trainer import skip_step, to_device
 
 # fp16 gradients of the validation loss can underflow: the step differentiates L_G times this
@@ -54,7 +58,12 @@ def mmsi_step(run, images, labels):
                                  run.args.meta_lr, method=run.args.meta_grad, emb=emb)
     grad, loss_g = grad / scale, loss_g / scale
     value = float(loss_g)  # the skip decision; a NaN L_G means NaN embeddings or dictionary
-    weights = None if value == 0 or not math.isfinite(value) else normalize_weights(grad)
+    weights = None
+    if value != 0 and math.isfinite(value):
+        weights = normalize_weights(grad, pos_mask | neg_mask, by=run.args.weight_norm)
+    if weights is not None and run.args.mmsi_weights != 'learned':
+        weights = control_weights(weights, pos_mask, neg_mask, run.args.mmsi_weights,
+                                  control_generator(run))
     # Processes skip (or stop) together: the real step is one synchronised update.
     finite, usable = run.dist.all_true_each([math.isfinite(value), weights is not None],
                                             run.device)
@@ -72,6 +81,13 @@ def mmsi_step(run, images, labels):
     pos_sim, neg_sim = pair_similarity_stats(emb.detach(), labels)
     return {'loss': loss.detach(), 'pos_sim': pos_sim, 'neg_sim': neg_sim,
             'val_loss': loss_g, **weight_statistics(weights, pos_mask, neg_mask)}
+
+
+def control_generator(run):
+    """The shuffled control's random stream at this iteration: a function of the run's seed,
+    its global step and the process's rank, so that a resumed run draws the same permutations."""
+    state = np.random.SeedSequence([run.seed, run.global_step, run.dist.rank]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def weight_statistics(weights, pos_mask, neg_mask):

@@ -60,9 +60,14 @@ def meta_gradient(model, images, val_images, train_loss, val_loss, meta_lr, meth
     return grad, loss_g.detach()
 
 
-def normalize_weights(grad):
-    """Pair weights from the meta-gradient: relu(-g) / max(relu(-g)), in [0, 1] with maximum 1,
-    in float32 or the gradient's wider precision.
+WEIGHT_NORMS = ('max', 'mean')  # --weight_norm
+
+
+def normalize_weights(grad, selected=None, by='max'):
+    """Pair weights from the meta-gradient: relu(-g) divided by its maximum (`by='max'`, the
+    official normalisation: weights in [0, 1] with maximum 1) or by its mean over the
+    `selected` pairs (`by='mean'`, --weight_norm mean: the selected pairs' mean weight is 1, so
+    the loss keeps plain training's scale), in float32 or the gradient's wider precision.
 
     Returns None when no pair has a negative derivative (max is 0): the iteration is skipped,
     where the official code divides 0 by 0 and puts NaN into the model.
@@ -71,7 +76,38 @@ def normalize_weights(grad):
     top = helpful.max()
     if not torch.isfinite(top) or top <= 0:  # one host sync per iteration: the skip decision
         return None
-    return (helpful / top).detach()
+    if by == 'max':
+        return (helpful / top).detach()
+    if by != 'mean':
+        raise ValueError(f'normalize_weights: by={by!r}, expected one of {WEIGHT_NORMS}')
+    mean = torch.where(selected, helpful, 0).sum() / selected.sum()
+    if not mean > 0:  # every helpful pair outside the selection: nothing to weight
+        return None
+    return (helpful / mean).detach()
+
+
+MMSI_WEIGHTS = ('learned', 'shuffled', 'kind_mean')  # --mmsi_weights
+
+
+def control_weights(weights, pos_mask, neg_mask, control, generator=None):
+    """The pair weights under a control of --mmsi_weights, kind by kind (the selected positive
+    pairs, then the selected negative pairs): 'shuffled' permutes a kind's weights among its
+    pairs (same values, assignment destroyed; `generator` draws the permutation on the CPU),
+    'kind_mean' gives each pair its kind's mean weight (scale per kind kept, variation within
+    it gone). Pairs outside both masks keep their weight (zero)."""
+    controlled = weights.clone()
+    for mask in (pos_mask, neg_mask):
+        values = weights[mask]
+        if not len(values):
+            continue
+        if control == 'shuffled':
+            order = torch.randperm(len(values), generator=generator).to(values.device)
+            controlled[mask] = values[order]
+        elif control == 'kind_mean':
+            controlled[mask] = values.mean()
+        else:
+            raise ValueError(f'control_weights: {control!r}, expected one of {MMSI_WEIGHTS[1:]}')
+    return controlled
 
 
 def _forward_mode_product(model, params, direction, x):

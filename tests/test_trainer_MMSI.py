@@ -4,6 +4,8 @@ normalize_weights -> weighted loss -> Adam step on a copy of the model. Then, wi
 replaced by a stand-in that returns a chosen g and L_G: the closures the step hands it, the
 weights it trains with, the fp16 validation-loss scale, the skips and the stop."""
 import copy
+import json
+import os
 
 import pytest
 import torch
@@ -34,12 +36,13 @@ def problem(seed=0):
 
 
 def make_run(net, dictionary, val_batch, name='MS', pair_weights='official', amp='off',
-             dict_min_classes=1):
+             dict_min_classes=1, **flags):
     """A run of the MMSI step on the CPU with what the step reads of the flags; `amp` is only
-    the flag (the network stays float64)."""
+    the flag (the network stays float64). `flags`: meta_grad, mmsi_weights, weight_norm."""
+    flags = {'meta_grad': 'jvp', 'mmsi_weights': 'learned', 'weight_norm': 'max', **flags}
     return TrainingRun(
-        args=Config(amp=amp, meta_lr=META_LR, meta_grad='jvp', seed=0,
-                    dict_min_classes=dict_min_classes),
+        args=Config(amp=amp, meta_lr=META_LR, seed=0, dict_min_classes=dict_min_classes,
+                    **flags),
         dist=Distributed(), device=torch.device('cpu'), run_id='step', model=net,
         network=NetworkViews(train_embed=net, local_embed=net,
                              prepare=lambda images, device: images, scaler=None),
@@ -176,3 +179,116 @@ def test_a_non_finite_validation_loss_stops_the_run(bad, monkeypatch):
     with pytest.raises(trainer.NonFinite, match=f'L_G is {bad}') as err:
         trainer_MMSI.mmsi_step(make_run(net, dictionary, (x_val, y_val)), x, y)
     assert err.value.what == 'validation loss'
+
+
+# ---- --mmsi_weights and --weight_norm (docs/design.md, "Controls of the pair weights") ----
+
+RECORDED = os.path.join(os.path.dirname(__file__), 'data', 'mmsi_step_before_controls.json')
+
+
+@pytest.mark.parametrize('name, pair_weights', CASES)
+def test_learned_max_is_bit_identical_to_the_step_recorded_before_the_controls(name,
+                                                                               pair_weights):
+    """tests/data/mmsi_step_before_controls.json: the parameters and statistics after one step
+    of problem(0), recorded with the code before --mmsi_weights / --weight_norm existed (commit
+    0436170, `python record_step.py`: this test's make_run, run.step once, float.hex of every
+    value). The default flags must reproduce them bit for bit."""
+    with open(RECORDED) as f:
+        recorded = json.load(f)[f'{name}/{pair_weights}']
+    net, x, y, x_val, y_val, dictionary = problem(0)
+    run = make_run(net, dictionary, (x_val, y_val), name, pair_weights,
+                   mmsi_weights='learned', weight_norm='max')
+    stats = trainer_MMSI.mmsi_step(run, x, y)
+    for key, value in recorded['stats'].items():
+        assert float(stats[key]).hex() == value, key
+    for key, values in recorded['parameters'].items():
+        assert [float(v).hex() for v in net.state_dict()[key].flatten().tolist()] == values, key
+
+
+def weights_of_a_step(monkeypatch, name='MS', pair_weights='official', **flags):
+    """(weights the real step trained with, pos_mask, neg_mask, the step's statistics) of one
+    step of problem(0) under `flags`, the weighted loss wrapped to catch its weights."""
+    net, x, y, x_val, y_val, dictionary = problem(0)
+    run = make_run(net, dictionary, (x_val, y_val), name, pair_weights, **flags)
+    caught = []
+    weighted = run.criteria.weighted
+
+    def catching(emb, labels, weights, pos_mask, neg_mask):
+        caught.append((weights.detach().clone(), pos_mask, neg_mask))
+        return weighted(emb, labels, weights, pos_mask, neg_mask)
+    run.criteria = run.criteria._replace(weighted=catching)
+    stats = trainer_MMSI.mmsi_step(run, x, y)
+    assert 'skipped' not in stats
+    weights, pos_mask, neg_mask = caught[-1]  # the last call is the real step's
+    return weights, pos_mask, neg_mask, stats
+
+
+def kinds(weights, pos_mask, neg_mask):
+    return {'pos': weights[pos_mask], 'neg': weights[neg_mask]}
+
+
+@pytest.mark.parametrize('weight_norm', ['max', 'mean'])
+def test_shuffled_keeps_each_kinds_multiset_and_changes_the_assignment(weight_norm, monkeypatch):
+    learned, pos, neg, _ = weights_of_a_step(monkeypatch, weight_norm=weight_norm)
+    shuffled, pos2, neg2, stats = weights_of_a_step(monkeypatch, weight_norm=weight_norm,
+                                                    mmsi_weights='shuffled')
+    assert torch.equal(pos, pos2) and torch.equal(neg, neg2)  # same pairs mined
+    for kind, values in kinds(shuffled, pos, neg).items():
+        assert torch.equal(values.sort().values, kinds(learned, pos, neg)[kind].sort().values)
+    assert not torch.equal(shuffled, learned)
+    assert torch.equal(shuffled[~(pos | neg)], learned[~(pos | neg)])  # zeros stay zeros
+    assert float(stats['w_pos_pairs']) == pytest.approx(float(learned[pos].mean()), rel=1e-12)
+    assert float(stats['w_neg_pairs']) == pytest.approx(float(learned[neg].mean()), rel=1e-12)
+
+
+def test_kind_mean_gives_each_kind_its_learned_mean(monkeypatch):
+    learned, pos, neg, _ = weights_of_a_step(monkeypatch)
+    flat, _, _, stats = weights_of_a_step(monkeypatch, mmsi_weights='kind_mean')
+    for kind, values in kinds(flat, pos, neg).items():
+        want = kinds(learned, pos, neg)[kind].mean()
+        assert torch.allclose(values, want.expand_as(values), rtol=1e-12, atol=0)
+    assert float(stats['w_pos_pairs']) == pytest.approx(float(learned[pos].mean()), rel=1e-12)
+    assert float(stats['w_neg_pairs']) == pytest.approx(float(learned[neg].mean()), rel=1e-12)
+    assert float(stats['w_max']) < 1  # the maximum is no longer 1: the kind means are smaller
+
+
+@pytest.mark.parametrize('mmsi_weights', ['learned', 'shuffled', 'kind_mean'])
+def test_weight_norm_mean_gives_the_selected_pairs_a_mean_of_one(mmsi_weights, monkeypatch):
+    by_max, pos, neg, _ = weights_of_a_step(monkeypatch)
+    weights, _, _, stats = weights_of_a_step(monkeypatch, weight_norm='mean',
+                                             mmsi_weights=mmsi_weights)
+    selected = pos | neg
+    assert float(weights[selected].mean()) == pytest.approx(1.0, rel=1e-12)
+    assert float(stats['w_mean']) == pytest.approx(1.0, rel=1e-12)
+    if mmsi_weights == 'learned':  # the same ranking, another scale: a multiple of max's
+        ratio = weights[selected] / by_max[selected].clamp_min(1e-300)
+        nonzero = by_max[selected] > 0
+        assert torch.allclose(ratio[nonzero], ratio[nonzero][0].expand_as(ratio[nonzero]),
+                              rtol=1e-12, atol=0)
+        assert float(ratio[nonzero][0]) > 1
+
+
+def test_the_shuffled_permutation_is_a_function_of_the_seed_and_the_position(monkeypatch):
+    first, pos, neg, _ = weights_of_a_step(monkeypatch, mmsi_weights='shuffled')
+    again, _, _, _ = weights_of_a_step(monkeypatch, mmsi_weights='shuffled')
+    assert torch.equal(first, again)  # a resumed run at the same position draws the same
+    net, x, y, x_val, y_val, dictionary = problem(0)
+    run = make_run(net, dictionary, (x_val, y_val), mmsi_weights='shuffled')
+    now = torch.randperm(50, generator=trainer_MMSI.control_generator(run))
+    run.global_step = 5
+    assert not torch.equal(torch.randperm(50, generator=trainer_MMSI.control_generator(run)), now)
+
+
+@pytest.mark.parametrize('meta_grad', ['jvp', 'exact'])
+@pytest.mark.parametrize('mmsi_weights', ['learned', 'shuffled', 'kind_mean'])
+@pytest.mark.parametrize('weight_norm', ['max', 'mean'])
+@pytest.mark.parametrize('name, pair_weights', CASES)
+def test_every_control_trains_every_loss_form_and_meta_gradient(name, pair_weights, weight_norm,
+                                                                mmsi_weights, meta_grad):
+    net, x, y, x_val, y_val, dictionary = problem(0)
+    before = copy.deepcopy(net.state_dict())
+    run = make_run(net, dictionary, (x_val, y_val), name, pair_weights, meta_grad=meta_grad,
+                   mmsi_weights=mmsi_weights, weight_norm=weight_norm)
+    stats = trainer_MMSI.mmsi_step(run, x, y)
+    assert 'skipped' not in stats and torch.isfinite(stats['loss'])
+    assert any(not torch.equal(value, before[key]) for key, value in net.state_dict().items())

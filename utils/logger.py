@@ -8,8 +8,8 @@ import time
 
 import losses
 from common.errors import InputError
-from utils.run_folder import (LOG_FILE, METRICS_FILE, NOISY_LABELS_FILE, atomic_write_text,
-                               is_no_space, no_space)
+from utils.files import atomic_write_text, is_no_space, no_space
+from utils.run_folder import LOG_FILE, METRICS_FILE, NOISY_LABELS_FILE
 
 
 class RunLog:
@@ -124,14 +124,14 @@ def describe_run(run, dataset, notes, changes=None, relabelled=()):
     if changes is not None:
         log.print('Changed since the checkpoint: ' + (', '.join(map(str, changes))
                                                       or 'nothing'))
-    query = getattr(dataset, 'query', None)
+    query = dataset.query
     test = (f'{len(dataset.gallery)} test images of {dataset.gallery.num_classes} classes'
             if query is None else
             f'{len(query)} query images of {query.num_classes} classes against '
             f'{len(dataset.gallery)} gallery images of {dataset.gallery.num_classes} classes')
     log.print(f'Data: {dataset.source}: {len(dataset.train)} training images of '
               f'{dataset.train.num_classes} classes, {test}')
-    if getattr(dataset, 'holdout', None) is not None:
+    if dataset.holdout is not None:
         log.print(f'Holdout: {len(dataset.holdout)} images of {dataset.holdout.num_classes} '
                   f'training classes (--holdout_classes) set aside for selection, never trained '
                   f'on')
@@ -153,4 +153,5 @@ def describe_run(run, dataset, notes, changes=None, relabelled=()):
         log.print(f'MMSI: meta_grad {args.meta_grad}, meta_lr {args.meta_lr}, dictionary d_size '
                   f'{args.d_size}, capacity {run.dictionary.capacity} rows, warm-up until '
                   f'{args.dict_min_classes} classes, validation batch {args.val_batch_size} '
-                  f'({args.val_num_instances} per class)')
+                  f'({args.val_num_instances} per class), pair weights {args.mmsi_weights} '
+                  f'normalised by their {args.weight_norm}')
