@@ -14,8 +14,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# Two single-threaded pytest workers (pytest-xdist): one per core of a 2-core machine.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 demo: $(STAMP)
 	bash Run_demo.sh

@@ -6,10 +6,12 @@ import os
 from typing import NamedTuple, Tuple
 
 from common.errors import InputError
+from DataSet.specs import is_real
 from harness.messages import complain
 from harness.trial import Trial
 from utils.args import flags_with
 from utils.checkpoint import epoch_checkpoint_name
+from models.pretrained import is_none
 from utils.config import parse_args, resolve
 
 
@@ -178,11 +180,21 @@ def stage1_trial(options, common, seed):
         names = ', '.join(value.partition('=')[0] for value in dropped)
         complain(f'note: stage 1 is plain {STAGE1.loss}, which has no {names}: left out of its '
                  f'flags')
+    # stage 1 starts where the common flags say (--pretrained, or the data set's default:
+    # ImageNet on a real data set); it evaluates that start unless it is random, so that the
+    # summary shows what fine-tuning adds to the ImageNet weights
     flags = trial_flags(STAGE1, seed, common) + [
-        '--pretrained', 'none', '--lr', str(options.stage1_lr),
-        '--epochs', str(options.stage1_epochs), '--save_step', str(options.stage1_epochs),
-        '--eval_first', '0']  # the initial weights' evaluation is of no use here
+        '--lr', str(options.stage1_lr), '--epochs', str(options.stage1_epochs),
+        '--save_step', str(options.stage1_epochs),
+        '--eval_first', '0' if starts_at_random(common) else '1']
     return Trial(options.out, f'{STAGE1.loss}_seed{seed}', flags, STAGE1, seed, 'stage1')
+
+
+def starts_at_random(flags):
+    """Whether training flags start from random weights: --pretrained none, or no --pretrained
+    on a generated data set (a real one defaults to its ImageNet weights)."""
+    args = parse_args(flags)
+    return is_none(args.pretrained) if args.pretrained is not None else not is_real(args.data)
 
 
 def check_with_data(trials):

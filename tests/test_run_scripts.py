@@ -183,3 +183,40 @@ def test_the_regimes_study_runs_its_parts_with_their_settings(tmp_path):
     assert quick[0].endswith('--holdout_classes 1157 --dict_min_classes 50')
     assert '--pair_weights official gradient' in quick[0] and '--select lr=3e-4 ' in quick[0]
     assert f'--out {tmp_path}/b_many_classes' in quick[0]
+
+
+def study_commands(script, **env):
+    """The harness commands `benchmarks/<script>` would run, with `echo` as Python."""
+    environment = {key: value for key, value in os.environ.items() if key != 'OUT'}
+    result = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', script)],
+                            env={**environment, 'PYTHON': 'echo', **env},
+                            capture_output=True, text=True, timeout=60)
+    return result, [line for line in result.stdout.splitlines() if line.startswith('compare.py')]
+
+
+def test_the_real_study_runs_its_two_protocols_on_the_folder_it_is_given(tmp_path):
+    result, (r1, r2) = study_commands('real_study.sh', DATA_ROOT=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for command in (r1, r2):
+        assert f'--data cub --data_root {tmp_path} ' in command
+        assert '--pretrained imagenet' in command and '--net EfficientNetLite0' in command
+        assert '--holdout_classes 5' in command and '--seeds 0 1 2 ' in command
+        assert '--select lr=1e-5,3e-5,1e-4' in command and '--width 128 ' in command
+    assert '--losses MS --mmsi 0 1 --pair_weights gradient official' in r1
+    assert '--protocol finetune --stage1_epochs 150 ' in r1
+    assert '--losses Con --mmsi 0 1 --pair_weights auto' in r2 and '--protocol scratch' in r2
+    assert r2.endswith('--margin 0.8')
+    unknown, _ = study_commands('real_study.sh', PARTS='r3')
+    assert unknown.returncode == 2 and "unknown part 'r3'" in unknown.stderr
+
+
+def test_the_controls_study_varies_both_controls_over_the_mmsi_cells():
+    result, (glyphs, real) = study_commands('controls_study.sh')
+    assert result.returncode == 0, result.stderr
+    for command in (glyphs, real):
+        assert '--losses MS --mmsi 0 1 --pair_weights gradient' in command
+        assert ('--vary mmsi_weights=learned,shuffled,kind_mean --vary weight_norm=max,mean'
+                in command) and '--seeds 0 1 2 ' in command
+    assert '--data glyphs' in glyphs and '--stage1_epochs 150 --stage1_lr 3e-4' in glyphs
+    assert '--select lr=3e-5,1e-4' in glyphs and '--holdout_classes 20' in glyphs
+    assert '--data cub' in real and '--net EfficientNetLite0 --holdout_classes 5' in real

@@ -24,6 +24,19 @@ def test_grid_cells_resolve_pair_weights_and_vary():
         'Triplet_mmsi0_none_seed0', 'Triplet_mmsi1_gradient_seed0']  # auto = gradient
 
 
+@pytest.mark.parametrize('start, pretrained, evaluated', [
+    (['--data', 'cub'], None, 1),  # a real data set's default: its ImageNet weights
+    (['--data', 'cub', '--pretrained', 'imagenet'], 'imagenet', 1),
+    (['--data', 'cub', '--pretrained', 'w.pth'], 'w.pth', 1),
+    (['--data', 'cub', '--pretrained', 'none'], 'none', 0),
+    (['--data', 'glyphs', '--pretrained', 'none'], 'none', 0)])
+def test_stage1_starts_from_the_common_weights_and_evaluates_a_pretrained_start(
+        tmp_path, start, pretrained, evaluated):
+    options = build_parser().parse_args(['--out', str(tmp_path), '--seeds', '0'])
+    (stage1,), _ = plan(options, start + ['--lr', '1e-5'])
+    assert (stage1.args.pretrained, stage1.args.eval_first) == (pretrained, evaluated)
+
+
 def test_the_finetune_protocol_starts_every_cell_from_its_seeds_stage1(tmp_path):
     options = build_parser().parse_args(
         ['--out', str(tmp_path), '--losses', 'MS', 'Triplet', '--seeds', '3', '4',
@@ -32,8 +45,9 @@ def test_the_finetune_protocol_starts_every_cell_from_its_seeds_stage1(tmp_path)
     assert [trial.name for trial in stage1] == ['MS_seed3', 'MS_seed4']
     for trial in stage1:
         args = trial.args
+        # Glyphs' default start (random weights), not evaluated
         assert (args.loss, args.MMSI, args.pretrained, args.lr, args.epochs, args.save_step,
-                args.seed, args.eval_first) == ('MS', 0, 'none', 2e-4, 5, 5, trial.seed, 0)
+                args.seed, args.eval_first) == ('MS', 0, None, 2e-4, 5, 5, trial.seed, 0)
     # auto is the official form for MS and the gradient form for Triplet
     expected_forms = {'MS_mmsi0_none': (0, 'official'), 'MS_mmsi1_official': (1, 'official'),
                       'Triplet_mmsi0_none': (0, 'gradient'),
