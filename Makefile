@@ -14,11 +14,12 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-# Two single-threaded pytest workers (pytest-xdist): one per core of a 2-core machine.
+# Two single-threaded pytest workers (pytest-xdist): one per core of a 2-core machine; worksteal
+# balances the long end-to-end tests between them.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 demo: $(STAMP)
 	bash Run_demo.sh
