@@ -74,6 +74,17 @@ class Embedding(nn.Module):
         return F.normalize(out.to(torch.promote_types(out.dtype, torch.float32)), dim=1)
 
 
+def embedding_head(in_dim, dim):
+    """The embedding of a backbone's pooled features, with BN-Inception's initialisation of
+    it (Kaiming normal, fan_out; zero bias); None for dim 0 (the pooled features themselves)."""
+    if dim <= 0:
+        return None
+    head = Embedding(in_dim, dim)
+    nn.init.kaiming_normal_(head.linear.weight, mode='fan_out')
+    nn.init.zeros_(head.linear.bias)
+    return head
+
+
 class BNInception(nn.Module):
     """BN-Inception backbone + global pooling + embedding.
 

@@ -33,7 +33,7 @@ import timm
 from torch import nn
 
 from DataSet.specs import SPECS
-from models.BN_Inception import Embedding
+from models.BN_Inception import embedding_head
 from models.parts import (CaffeToImageNet, check_pretrained_argument, embed, global_pool,
                           load_matching, read_state_dict, warn_missing)
 
@@ -83,10 +83,7 @@ class EfficientNetLite0(nn.Module):
         self.freeze_bn = freeze_bn
         self.input_norm = CaffeToImageNet(mean=TF_LITE_MEAN, std=TF_LITE_STD)
         self.backbone = timm_network()
-        self.classifier = Embedding(FEATURE_DIM, dim) if dim > 0 else None
-        if self.classifier is not None:  # BN-Inception's initialisation of the head
-            nn.init.kaiming_normal_(self.classifier.linear.weight, mode='fan_out')
-            nn.init.zeros_(self.classifier.linear.bias)
+        self.classifier = embedding_head(FEATURE_DIM, dim)
         self.train()  # puts the BN layers in eval mode when frozen
 
     def train(self, mode=True):

@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from DataSet.specs import SPECS
-from models.BN_Inception import Embedding
+from models.BN_Inception import embedding_head
 from models.parts import (CaffeToImageNet, check_pretrained_argument, embed, global_pool,
                           load_matching, read_state_dict, warn_missing)
 
@@ -45,10 +45,7 @@ class ResNet50(nn.Module):
         torchvision_net = torchvision.models.resnet50(weights=None)
         for name in STAGES:
             self.add_module(name, getattr(torchvision_net, name))
-        self.classifier = Embedding(FEATURE_DIM, dim) if dim > 0 else None
-        if self.classifier is not None:  # BN-Inception's initialisation of the head
-            nn.init.kaiming_normal_(self.classifier.linear.weight, mode='fan_out')
-            nn.init.zeros_(self.classifier.linear.bias)
+        self.classifier = embedding_head(FEATURE_DIM, dim)
         self.train()  # puts the BN layers in eval mode when frozen
 
     def train(self, mode=True):

@@ -34,7 +34,7 @@ import timm
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from models.BN_Inception import Embedding
+from models.BN_Inception import embedding_head
 from models.parts import (CaffeToImageNet, check_pretrained_argument, embed, load_matching,
                            read_state_dict, warn_missing)
 
@@ -65,10 +65,7 @@ class ViTS16(nn.Module):
             dynamic_img_size=True, drop_rate=0.0, pos_drop_rate=0.0, patch_drop_rate=0.0,
             proj_drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0)
         self.set_fused_attention(fused_attention)
-        self.classifier = Embedding(FEATURE_DIM, dim) if dim > 0 else None
-        if self.classifier is not None:  # BN-Inception's initialisation of the head
-            nn.init.kaiming_normal_(self.classifier.linear.weight, mode='fan_out')
-            nn.init.zeros_(self.classifier.linear.bias)
+        self.classifier = embedding_head(FEATURE_DIM, dim)
 
     def set_fused_attention(self, fused):
         for block in self.backbone.blocks:
