@@ -97,6 +97,7 @@ def markdown_table(table, vary_flags, commands=(), missing=(), holdout=False, se
                   f'the last evaluation; "best" is the evaluation with {chosen_on}; Δ is the '
                   'paired difference to the same loss without MMSI, seed by seed.', '']
     lines += table_lines(table, vary_flags, select, chosen=bool(select), best=True)
+    lines += recall_table(table, vary_flags)
     if missing:
         lines += ['', 'Missing runs (left out of the table):', ''] + [f'- {m}' for m in missing]
     return '\n'.join(lines) + '\n'
@@ -133,6 +134,27 @@ def table_lines(table, vary_flags, select=(), chosen=False, best=True):
                           f'({row["best_epoch_mean"]:.1f})')
         fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
                    for m in METRICS]
+        lines.append('| ' + ' | '.join(fields) + ' |')
+    return lines
+
+
+def recall_table(table, vary_flags):
+    """Markdown lines: MAP@R, then every Recall@K the runs have, for the same rows as the main
+    table (the same choice), each with its paired Δ; nothing when the runs have only R@1."""
+    ranked = ['MAP@R'] + sorted((key[:-len('_mean')] for key in table[0]
+                                 if key.startswith('R@') and key.endswith('_mean')),
+                                key=lambda name: int(name[2:]))
+    if len(ranked) < 3:
+        return []
+    header = ['loss', 'MMSI', 'pair weights'] + vary_flags + ranked + [f'Δ {m}' for m in ranked]
+    lines = ['', 'MAP@R and Recall@K of the same rows, with the paired Δ:', '',
+             '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for row in table:
+        fields = [row['loss'], str(row['mmsi']), row['pair_weights']]
+        fields += [str(row[flag]) for flag in vary_flags]
+        fields += [format_ci(row[f'{m}_mean'], row[f'{m}_ci95']) for m in ranked]
+        fields += [format_ci(row[f'diff_{m}_mean'], row[f'diff_{m}_ci95'], signed=True)
+                   for m in ranked]
         lines.append('| ' + ' | '.join(fields) + ' |')
     return lines
 

@@ -76,15 +76,29 @@ def mean_ci(values):
     return mean, t_quantile(n) * stdev(values) / math.sqrt(n)
 
 
+def recall_metrics(cells):
+    """The Recall@K names every evaluation row of `cells` has ('R@1', 'R@2', ...: the data
+    set's Ks), in order of K."""
+    names = None
+    for trials in cells.values():
+        for rows in trials.values():
+            for row in evaluations(rows):
+                present = {key for key in row if key.startswith('R@')}
+                names = present if names is None else names & present
+    return sorted(names or (), key=lambda name: int(name[2:]))
+
+
 def summary_rows(cells, choices=None):
     """One dict per cell: identity, n, and per metric the mean and CI half-width at the last
-    evaluation, at the best evaluation, and of the paired difference to the plain cell. With
+    evaluation, at the best evaluation, and of the paired difference to the plain cell (every
+    Recall@K the runs have, `recall_metrics`, at the last evaluation and paired). With
     `choices` (--select: `tune`), the cells' rows are those at their chosen values and epoch,
     and each row also names the chosen values, the epoch and its holdout MAP@R."""
     mmsi_flags = flags_with('mmsi_only')
     vary_flags = sorted({flag for cell in cells for flag, _ in cell.vary})
     select_flags = sorted({flag for choice in (choices or {}).values()
                            for flag, _ in choice.cell.vary} - set(vary_flags))
+    ranked = list(METRICS) + [name for name in recall_metrics(cells) if name not in METRICS]
     table = []
     for cell in sorted(cells, key=Cell.sort_key):
         trials = cells[cell]
@@ -98,7 +112,7 @@ def summary_rows(cells, choices=None):
         row['n'] = len(seeds)
         last = {seed: last_evaluation(trials[seed]) for seed in seeds}
         best = {seed: best_evaluation(trials[seed]) for seed in seeds}
-        for metric in METRICS:
+        for metric in ranked:
             row[f'{metric}_mean'], row[f'{metric}_ci95'] = mean_ci([last[s][metric] for s in seeds])
         for metric in METRICS:
             row[f'best_{metric}_mean'], row[f'best_{metric}_ci95'] = mean_ci(
@@ -107,7 +121,7 @@ def summary_rows(cells, choices=None):
         partner = cells.get(cell.plain_partner(mmsi_flags)) if cell.mmsi else None
         paired = sorted(set(seeds) & set(partner)) if partner else []
         row['n_paired'] = len(paired)
-        for metric in METRICS:
+        for metric in ranked:
             if paired:
                 differences = [last[s][metric] - last_evaluation(partner[s])[metric]
                                for s in paired]

@@ -23,10 +23,10 @@ RELATIVE_OUT = 'harness_relative_out'  # also the folder that must not appear in
 
 
 def write_trial(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epochs=None,
-              trained_by=(), holdout_by_epoch=None, select=()):
+              trained_by=(), holdout_by_epoch=None, select=(), recall=None):
     """A trial's folder holding metrics.jsonl (R@1 as given, MAP@R = R@1 / 4, R-Precision =
-    R@1 / 2; `holdout/MAP@R` as given) and its cell descriptor (`select`: its --select
-    flags)."""
+    R@1 / 2; `holdout/MAP@R` as given; `recall` {K: f}: R@K = f(R@1)) and its cell descriptor
+    (`select`: its --select flags)."""
     cell = Cell.make(loss, mmsi, pair_weights, vary or {})
     name = trial_name(cell, seed)
     folder = out / 'runs' / name
@@ -35,6 +35,7 @@ def write_trial(out, loss, mmsi, pair_weights, seed, r1_by_epoch, vary=None, epo
     for epoch, r1 in r1_by_epoch.items():
         rows.append({'epoch': epoch, 'loss': 1.0, 'R@1': r1, 'MAP@R': r1 / 4,
                      'R-Precision': r1 / 2})
+        rows[-1].update({f'R@{k}': f(r1) for k, f in (recall or {}).items()})
         if holdout_by_epoch is not None:
             rows[-1]['holdout/MAP@R'] = holdout_by_epoch[epoch]
     (folder / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))

@@ -73,6 +73,40 @@ def test_summary_from_known_metrics(tmp_path):
     assert 'holdout/MAP@R at each evaluation' not in (tmp_path / 'summary.md').read_text()
 
 
+def test_the_summary_gives_map_at_r_and_every_recall_at_k_the_runs_have(tmp_path):
+    plain = {0: [0.5, 0.6], 1: [0.5, 0.62], 2: [0.5, 0.66]}
+    mmsi = {0: [0.5, 0.64], 1: [0.5, 0.61], 2: [0.5, 0.70]}
+    recall = {2: lambda r: r + 0.1, 4: lambda r: (r + 1) / 2, 8: lambda r: r ** 0.5}
+    for seed in range(3):
+        write_trial(tmp_path, 'MS', 0, 'none', seed, dict(enumerate(plain[seed])), recall=recall)
+        # one row without R@8: R@8 is left out, as a data set without it would be
+        without_r8 = {k: f for k, f in recall.items() if seed or k != 8}
+        write_trial(tmp_path, 'MS', 1, 'gradient', seed, dict(enumerate(mmsi[seed])),
+                    recall=without_r8)
+    table = summarise(str(tmp_path))
+    row = next(row for row in table if row['mmsi'] == 1)
+    differences = [recall[4](mmsi[s][1]) - recall[4](plain[s][1]) for s in range(3)]
+    mean = sum(differences) / 3
+    half = t.ppf(0.975, 2) * math.sqrt(sum((d - mean) ** 2 for d in differences) / 2) / math.sqrt(3)
+    assert row['diff_R@4_mean'] == pytest.approx(mean, abs=1e-12)
+    assert row['diff_R@4_ci95'] == pytest.approx(half, abs=1e-12)
+    assert row['R@2_mean'] == pytest.approx(sum(mmsi[s][1] + 0.1 for s in range(3)) / 3)
+    assert 'R@8_mean' not in row
+    markdown = (tmp_path / 'summary.md').read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith('| loss')
+                  and 'Δ R@4' in line)
+    assert header.split(' | ')[3:6] == ['MAP@R', 'R@1', 'R@2']
+    assert f'{mean:+.4f} ± {half:.4f}' in markdown
+    with open(tmp_path / 'summary.csv') as f:
+        assert {'R@2_mean', 'diff_R@4_ci95'} <= set(next(csv.DictReader(f)))
+    # runs with R@1 alone: no second table
+    only_r1 = tmp_path / 'only_r1'
+    for seed in range(2):
+        write_trial(only_r1, 'MS', 0, 'none', seed, {0: 0.5, 1: 0.6})
+    summarise(str(only_r1))
+    assert 'Recall@K' not in (only_r1 / 'summary.md').read_text()
+
+
 def test_tables_list_the_values_of_a_flag_in_numeric_order():
     cells = [Cell.make('MS', mmsi, 'gradient' if mmsi else 'none', {'lr': lr})
              for mmsi in (1, 0) for lr in ('3e-5', '1e-4', 'auto', '1e-5', '3e-4')]
