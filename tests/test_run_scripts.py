@@ -201,22 +201,57 @@ def test_the_real_study_runs_its_two_protocols_on_the_folder_it_is_given(tmp_pat
         assert f'--data cub --data_root {tmp_path} ' in command
         assert '--pretrained imagenet' in command and '--net EfficientNetLite0' in command
         assert '--holdout_classes 5' in command and '--seeds 0 1 2 ' in command
-        assert '--select lr=1e-5,3e-5,1e-4' in command and '--width 128 ' in command
+        assert '--width 96 ' in command
     assert '--losses MS --mmsi 0 1 --pair_weights gradient official' in r1
-    assert '--protocol finetune --stage1_epochs 150 ' in r1
+    assert '--protocol finetune --stage1_epochs 100 ' in r1 and '--epochs 10 --save_step 5' in r1
+    assert '--epochs 40 --save_step 10' in r2 and '--select lr=3e-5,1e-4,3e-4 ' in r2
+    assert '--select lr=1e-5,3e-5,1e-4 ' in r1
     assert '--losses Con --mmsi 0 1 --pair_weights auto' in r2 and '--protocol scratch' in r2
     assert r2.endswith('--margin 0.8')
     unknown, _ = study_commands('real_study.sh', PARTS='r3')
     assert unknown.returncode == 2 and "unknown part 'r3'" in unknown.stderr
 
 
-def test_the_controls_study_varies_both_controls_over_the_mmsi_cells():
-    result, (glyphs, real) = study_commands('controls_study.sh')
+def test_the_controls_study_runs_the_five_mmsi_cells_of_the_issue_in_one_folder_per_part():
+    result, (glyphs, glyphs_mean, real, real_mean) = study_commands('controls_study.sh')
     assert result.returncode == 0, result.stderr
-    for command in (glyphs, real):
+    for command in (glyphs, glyphs_mean, real, real_mean):
         assert '--losses MS --mmsi 0 1 --pair_weights gradient' in command
-        assert ('--vary mmsi_weights=learned,shuffled,kind_mean --vary weight_norm=max,mean'
-                in command) and '--seeds 0 1 2 ' in command
+        assert '--seeds 0 1 2 ' in command
+    for with_max, with_mean in ((glyphs, glyphs_mean), (real, real_mean)):
+        assert ('--vary mmsi_weights=learned,shuffled,kind_mean --vary weight_norm=max '
+                in with_max)
+        assert '--vary mmsi_weights=learned,shuffled --vary weight_norm=mean ' in with_mean
+        out = lambda command: command.split('--out ')[1].split()[0]
+        assert out(with_max) == out(with_mean)  # the plain cells and the stage 1 are shared
+        assert with_max.split(' -- ')[1] == with_mean.split(' -- ')[1]
     assert '--data glyphs' in glyphs and '--stage1_epochs 150 --stage1_lr 3e-4' in glyphs
     assert '--select lr=3e-5,1e-4' in glyphs and '--holdout_classes 20' in glyphs
+    assert '--epochs 6 --save_step 3' in glyphs
     assert '--data cub' in real and '--net EfficientNetLite0 --holdout_classes 5' in real
+    # the real part is real_study.sh r1 at its own settings (so that r1's runs can be reused)
+    _, (r1, _) = study_commands('real_study.sh')
+    setting = '--stage1_epochs 100 --stage1_lr 3e-5 '
+    assert setting in real and setting in r1 and '--select lr=1e-5,3e-5 ' in real
+    after_dash = lambda command: command.split(' -- ', 1)[1]
+    assert after_dash(real) == after_dash(r1)
+
+
+def test_the_controls_study_links_in_r1s_stage1_and_the_plain_cells_it_tunes_over(tmp_path):
+    r1 = tmp_path / 'r1'
+    (r1 / 'stage1' / 'MS_seed0').mkdir(parents=True)
+    (r1 / 'stage1' / 'MS_seed0' / 'last.pth.tar').write_text('stage 1')
+    for name in ('MS_mmsi0_none_seed0_lr1e-5', 'MS_mmsi0_none_seed0_lr1e-4',
+                 'MS_mmsi1_gradient_seed0_lr1e-5'):
+        (r1 / 'runs' / name).mkdir(parents=True)
+        (r1 / 'runs' / f'{name}.cell.json').write_text('{}')
+    out = tmp_path / 'out'
+    result, _ = study_commands('controls_study.sh', PARTS='r', R1_DIR=str(r1), OUT=str(out),
+                               REAL_LRS='1e-5,3e-5')
+    assert result.returncode == 0, result.stderr
+    part = out / 'r_cub_efficientnet'
+    assert (part / 'stage1' / 'MS_seed0' / 'last.pth.tar').read_text() == 'stage 1'
+    assert sorted(os.listdir(part / 'runs')) == ['MS_mmsi0_none_seed0_lr1e-5',
+                                                 'MS_mmsi0_none_seed0_lr1e-5.cell.json']
+    again, _ = study_commands('controls_study.sh', PARTS='r', R1_DIR=str(r1), OUT=str(out))
+    assert again.returncode == 0 and 'linked in' not in again.stdout  # once only
