@@ -149,10 +149,10 @@ def test_mmsi_run_with_each_new_loss(glyphs_root, tmp_path, loss):
     assert 'Recall epoch 1: R@1' in log and 'nan' not in log.lower()
 
 
-def readme_plugin_example():
-    """The README's example of a loss of one's own, as a file outside the package."""
+def design_note_plugin_example():
+    """docs/design.md's example of a loss of one's own, as a file outside the package."""
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'README.md'), encoding='utf-8') as f:
+                           'docs', 'design.md'), encoding='utf-8') as f:
         text = f.read()
     section = text[text.index('### A loss of your own'):]
     return section[section.index('```python') + len('```python'):section.index('```\n', 10)]
@@ -162,7 +162,7 @@ def test_a_users_rule_from_outside_the_package_trains_with_mmsi(glyphs_root, tmp
                                                                  monkeypatch):
     monkeypatch.setattr(losses, 'RULES', dict(losses.RULES))  # forget the rule afterwards
     module = tmp_path / 'my_losses.py'
-    module.write_text(readme_plugin_example())
+    module.write_text(design_note_plugin_example())
     save_dir = tmp_path / 'plugin'
     assert MMSI_train.main(run_args(glyphs_root, save_dir, '--loss', 'Hinge', '--loss_module',
                                     str(module), '--margin', '0.2', mmsi=1,
