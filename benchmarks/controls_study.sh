@@ -15,7 +15,7 @@
 #   r  real photos, real_study.sh protocol r1 at its settings: ImageNet EfficientNet-Lite0 on
 #      CUB classes 1-50 (DATA_ROOT, default ../shared/data) at 96 px, 5 of the 25 training
 #      classes held out, a 100-epoch plain-MS stage 1 per seed from the ImageNet weights, the
-#      same 6 MMSI cells, 10 epochs evaluated every 5, tuned over REAL_LRS (default 1e-5,3e-5:
+#      same 5 MMSI cells, 10 epochs evaluated every 5, tuned over REAL_LRS (default 1e-5,3e-5:
 #      r1 chose 1e-5 in every cell and 1e-4 lost in every cell). Where real_study.sh's r1 has
 #      run (R1_DIR), its stage 1 and plain cells are linked in rather than trained again; the
 #      harness checks that their flags are this part's, and refuses them otherwise.
@@ -47,7 +47,7 @@ part() {  # part NAME STAGE1_EPOCHS EPOCHS SAVE_STEP, then the variables for Run
   local name=$1 stage1=$2 epochs=$3 step=$4 vary; shift 4
   local IFS=';'
   for vary in $VARIES; do
-    IFS=' ' env QUICK=0 OUT="$OUT/$name" STAGE1_EPOCHS="$stage1" EPOCHS="$epochs" \
+    env QUICK=0 OUT="$OUT/$name" STAGE1_EPOCHS="$stage1" EPOCHS="$epochs" \
       SAVE_STEP="$step" VARY="$vary" "$@" bash Run_compare.sh
   done
 }

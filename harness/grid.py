@@ -9,9 +9,9 @@ from common.errors import InputError
 from DataSet.specs import is_real
 from harness.messages import complain
 from harness.trial import Trial
+from models.pretrained import is_none
 from utils.args import flags_with
 from utils.checkpoint import epoch_checkpoint_name
-from models.pretrained import is_none
 from utils.config import parse_args, resolve
 
 

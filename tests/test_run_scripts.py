@@ -212,8 +212,11 @@ def test_the_real_study_runs_its_two_protocols_on_the_folder_it_is_given(tmp_pat
     assert unknown.returncode == 2 and "unknown part 'r3'" in unknown.stderr
 
 
-def test_the_controls_study_runs_the_five_mmsi_cells_of_the_issue_in_one_folder_per_part():
-    result, (glyphs, glyphs_mean, real, real_mean) = study_commands('controls_study.sh')
+def test_the_controls_study_runs_the_five_mmsi_cells_of_the_issue_in_one_folder_per_part(
+        tmp_path):
+    # nothing to link in, nothing written into the repository
+    result, (glyphs, glyphs_mean, real, real_mean) = study_commands(
+        'controls_study.sh', OUT=str(tmp_path / 'out'), R1_DIR=str(tmp_path / 'no_r1'))
     assert result.returncode == 0, result.stderr
     for command in (glyphs, glyphs_mean, real, real_mean):
         assert '--losses MS --mmsi 0 1 --pair_weights gradient' in command
